@@ -1,0 +1,103 @@
+"""Labelled image sets for training and evaluation: from a phantom cohort or a folder with ``labels.csv``."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .io import InputError, read_image
+from .phantoms import Cohort
+from .transforms import to_model
+
+__all__ = ["ImageSet", "PatientBatchSampler", "load_folder", "from_cohort"]
+
+
+@dataclass
+class ImageSet:
+    """``images (N, S, S)`` float32 in ``[0, 1]`` with per-image ``patient_ids``, ``findings`` and ``names``."""
+
+    images: np.ndarray
+    patient_ids: list[str]
+    findings: list[str]
+    names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, idx: Sequence[int] | np.ndarray) -> ImageSet:
+        idx = np.asarray(idx, dtype=int)
+        return ImageSet(self.images[idx], [self.patient_ids[i] for i in idx], [self.findings[i] for i in idx],
+                        [self.names[i] for i in idx])
+
+    def split_patients(self, fraction: float, seed: int = 0) -> tuple[ImageSet, ImageSet]:
+        """Split by patient: ``(rest, held_out)`` with about ``fraction`` of the patients held out."""
+        patients = sorted(set(self.patient_ids))
+        rng = np.random.default_rng(seed)
+        n_out = max(1, round(fraction * len(patients))) if fraction > 0 else 0
+        held = set(rng.permutation(patients)[:n_out].tolist())
+        out = [i for i, p in enumerate(self.patient_ids) if p in held]
+        rest = [i for i, p in enumerate(self.patient_ids) if p not in held]
+        return self.subset(rest), self.subset(out)
+
+
+def from_cohort(cohort: Cohort, size: int) -> ImageSet:
+    """Render a phantom cohort at ``size`` (scaled like any input through :func:`to_model`)."""
+    cases = list(cohort)
+    images = np.stack([to_model(c.image(size), size).tensor[0].numpy() for c in cases])
+    return ImageSet(images, [c.patient_id for c in cases], [c.finding.kind for c in cases],
+                    [f"{c.patient_id}_v{c.visit:02d}" for c in cases])
+
+
+def load_folder(folder: str | Path, size: int) -> ImageSet:
+    """Read every image listed in ``folder/labels.csv`` (columns ``file,patient_id,finding``)."""
+    folder = Path(folder)
+    labels = folder / "labels.csv"
+    if not labels.is_file():
+        raise InputError(f"{folder} has no labels.csv (columns file,patient_id,finding)")
+    with labels.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    missing = {"file", "patient_id", "finding"} - set(rows[0].keys() if rows else ())
+    if missing:
+        raise InputError(f"{labels} lacks the column(s) {', '.join(sorted(missing))}")
+    images = []
+    for row in rows:
+        path = folder / row["file"]
+        if path.suffix.lower() in (".dcm", ".dicom"):
+            from ..dicom.pixels import read_dicom_image  # DICOM reading lives with the DICOM code
+
+            pixels = read_dicom_image(path).pixels
+        else:
+            pixels = read_image(path).pixels
+        images.append(to_model(pixels, size).tensor[0].numpy())
+    return ImageSet(np.stack(images), [r["patient_id"] for r in rows], [r["finding"] for r in rows],
+                    [r["file"] for r in rows])
+
+
+class PatientBatchSampler:
+    """Batches of ``patients_per_batch`` patients × ``images_per_patient`` images (for metric losses).
+
+    Patients with fewer images are sampled with replacement. Deterministic for a given ``seed``.
+    """
+
+    def __init__(self, patient_ids: Sequence[str], patients_per_batch: int, images_per_patient: int,
+                 seed: int = 0) -> None:
+        self.by_patient: dict[str, list[int]] = {}
+        for i, p in enumerate(patient_ids):
+            self.by_patient.setdefault(p, []).append(i)
+        self.patients = sorted(self.by_patient)
+        self.p = min(patients_per_batch, len(self.patients))
+        self.k = images_per_patient
+        self.rng = np.random.default_rng(seed)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        while True:
+            chosen = self.rng.choice(len(self.patients), self.p, replace=False)
+            idx = []
+            for c in chosen:
+                pool = self.by_patient[self.patients[c]]
+                idx.extend(self.rng.choice(pool, self.k, replace=len(pool) < self.k))
+            yield np.asarray(idx)

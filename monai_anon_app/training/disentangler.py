@@ -1,0 +1,189 @@
+"""Training loop of the disentanglement model (encoder, generator, heads, crop discriminator)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.losses import SSIMLoss
+from monai.utils import set_determinism
+
+from ..data.datasets import ImageSet, PatientBatchSampler
+from ..networks import DisentanglementModel, make_discriminator
+from .config import TrainConfig
+from .losses import (
+    hinge_d_loss,
+    hinge_g_loss,
+    random_crops,
+    supervised_contrastive,
+    swap_consistency,
+    swap_targets,
+)
+
+__all__ = ["DisentanglerTrainer", "StepLog"]
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class StepLog:
+    step: int
+    losses: dict[str, float]
+    seconds: float
+
+
+class DisentanglerTrainer:
+    """Trains a :class:`DisentanglementModel` on an :class:`ImageSet`; checkpoints to ``out_dir``.
+
+    ``train(on_step=...)`` runs until ``cfg.steps``; call it again after a restart to resume from the
+    last checkpoint (model, optimisers, sampler and RNG states).
+    """
+
+    def __init__(self, cfg: TrainConfig, data: ImageSet, out_dir: str | Path, device: str = "cpu") -> None:
+        self.cfg, self.data, self.out_dir, self.device = cfg, data, Path(out_dir), torch.device(device)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        set_determinism(cfg.seed)
+        unknown = sorted(set(data.findings) - set(cfg.classes))
+        if unknown:
+            raise ValueError(f"findings {unknown} are not among the configured classes {cfg.classes}")
+        self.patients = sorted(set(data.patient_ids))
+        self.images = torch.from_numpy(data.images).unsqueeze(1).float()
+        self.y = torch.tensor([cfg.classes.index(f) for f in data.findings])
+        pindex = {p: i for i, p in enumerate(self.patients)}
+        self.p = torch.tensor([pindex[p] for p in data.patient_ids])
+        self.model = DisentanglementModel(cfg.model, len(cfg.classes), len(self.patients)).to(self.device)
+        self.disc = make_discriminator(cfg.model.spatial_dims).to(self.device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr_discriminator, betas=(0.5, 0.999))
+        self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=cfg.lr, total_steps=max(cfg.steps, 2),
+                                                         pct_start=0.05, anneal_strategy="cos")
+        self.ssim = SSIMLoss(spatial_dims=cfg.model.spatial_dims, data_range=1.0, win_size=7)
+        self.sampler = PatientBatchSampler(data.patient_ids, cfg.patients_per_batch, cfg.images_per_patient,
+                                           seed=cfg.seed)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.step = 0
+        self._resume()
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def _resume(self) -> None:
+        path = self.out_dir / CHECKPOINT
+        if not path.is_file():
+            return
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.disc.load_state_dict(state["disc"])
+        self.opt.load_state_dict(state["opt"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.sched.load_state_dict(state["sched"])
+        self.sampler.rng.bit_generator.state = state["sampler_rng"]
+        self.gen.set_state(state["gen"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = state["step"]
+
+    def save_checkpoint(self) -> None:
+        state = {
+            "model": self.model.state_dict(), "disc": self.disc.state_dict(), "opt": self.opt.state_dict(),
+            "opt_d": self.opt_d.state_dict(), "sched": self.sched.state_dict(),
+            "sampler_rng": self.sampler.rng.bit_generator.state, "gen": self.gen.get_state(),
+            "torch_rng": torch.get_rng_state(), "step": self.step,
+        }
+        tmp = self.out_dir / (CHECKPOINT + ".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.out_dir / CHECKPOINT)
+
+    # -- one step -----------------------------------------------------------------------------------
+    def _perms(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A donor per slot; the identity donor is another patient wherever the batch allows it."""
+        b = p.shape[0]
+        perms = {s: torch.randperm(b, generator=self.gen) for s in ("medical", "other")}
+        ident = torch.randperm(b, generator=self.gen)
+        same = p[ident] == p
+        if same.any():
+            ident = torch.roll(ident, shifts=self.cfg.images_per_patient)
+        perms["identity"] = ident
+        return perms
+
+    def train_step(self) -> dict[str, float]:
+        cfg, w, m = self.cfg, self.cfg.weights, self.model
+        idx = torch.from_numpy(next(iter(self.sampler)))
+        x, y, p = self.images[idx].to(self.device), self.y[idx].to(self.device), self.p[idx].to(self.device)
+        m.train()
+        f = m.encoder(x)
+        rec, residual = m.generator(f, return_residual=True)
+        losses = {
+            "l1": F.l1_loss(rec, x),
+            "ssim": self.ssim(rec.clamp(0, 1), x),
+            "med": F.cross_entropy(m.medical_head(f.medical), y),
+            "id": F.cross_entropy(m.identity_head(f.identity), p),
+            "con": supervised_contrastive(f.identity, p),
+        }
+        perms = self._perms(p)
+        target = swap_targets(f, perms)
+        mix = m.generator(target)
+        g = m.encoder(mix)
+        swap = swap_consistency(g, target)
+        losses.update({f"swap_{k[:3]}": v for k, v in swap.items()})
+        losses["cyc"] = F.cross_entropy(m.medical_head(g.medical), y[perms["medical"]]) + F.cross_entropy(
+            m.identity_head(g.identity), p[perms["identity"]])
+        losses["sparse"] = residual.abs().mean()
+        adv_on = w.adversarial > 0 and self.step >= cfg.adversarial_start
+        crop = int(cfg.model.image_size * cfg.crop_fraction)
+        if adv_on:
+            fake = torch.cat([rec, mix])
+            losses["adv"] = hinge_g_loss(self.disc(random_crops(fake, crop, self.gen))[-1])
+        total = (w.reconstruction * losses["l1"] + w.ssim * losses["ssim"] + w.medical * losses["med"]
+                 + w.identity * losses["id"] + w.contrastive * losses["con"]
+                 + w.swap * sum(swap.values()) + w.cycle * losses["cyc"] + w.finding_sparsity * losses["sparse"]
+                 + (w.adversarial * losses["adv"] if adv_on else 0))
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(m.parameters(), 5.0)
+        self.opt.step()
+        self.sched.step()
+        if adv_on or (w.adversarial > 0 and self.step >= cfg.adversarial_start - 100):
+            fake = torch.cat([rec, mix]).detach()
+            real_logits = self.disc(random_crops(x, crop, self.gen))[-1]
+            fake_logits = self.disc(random_crops(fake, crop, self.gen))[-1]
+            d_loss = hinge_d_loss(real_logits, fake_logits)
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.opt_d.step()
+            losses["disc"] = d_loss
+        self.step += 1
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    def train(self, on_step: Callable[[StepLog], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> DisentanglementModel:
+        """Run to ``cfg.steps`` (from a checkpoint if one exists); return the trained model."""
+        while self.step < self.cfg.steps:
+            if should_stop is not None and should_stop():
+                break
+            t0 = time.perf_counter()
+            losses = self.train_step()
+            if on_step is not None:
+                on_step(StepLog(self.step, losses, time.perf_counter() - t0))
+            if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
+                self.save_checkpoint()
+        self.model.eval()
+        return self.model
+
+
+def encode_all(model: DisentanglementModel, images: np.ndarray, batch: int = 64) -> dict[str, torch.Tensor]:
+    """Encode ``(N, S, S)`` images; returns ``medical``, ``identity``, ``other`` tensors ``(N, ·)``."""
+    model.eval()
+    out: dict[str, list[torch.Tensor]] = {"medical": [], "identity": [], "other": []}
+    dev = next(model.parameters()).device
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            x = torch.from_numpy(images[i: i + batch]).unsqueeze(1).float().to(dev)
+            f = model.encoder(x)
+            for k in out:
+                out[k].append(getattr(f, k).cpu())
+    return {k: torch.cat(v) for k, v in out.items()}
