@@ -13,7 +13,7 @@ from .io import InputError, read_image
 from .phantoms import Cohort
 from .transforms import to_model
 
-__all__ = ["ImageSet", "PatientBatchSampler", "load_folder", "from_cohort"]
+__all__ = ["ImageSet", "PatientBatchSampler", "from_cohort", "load_folder"]
 
 
 @dataclass

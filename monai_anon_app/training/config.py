@@ -48,6 +48,8 @@ class TrainConfig:
     lr: float = 5e-4
     lr_discriminator: float = 2e-4
     adversarial_start: int = 500
+    swap_start: int = 200
+    swap_ramp: int = 200
     crop_fraction: float = 0.75
     weights: LossWeights = field(default_factory=LossWeights)
     checkpoint_every: int = 250

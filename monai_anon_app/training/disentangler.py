@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from monai.losses import SSIMLoss
 from monai.utils import set_determinism
+from torch.func import functional_call
 
 from ..data.datasets import ImageSet, PatientBatchSampler
 from ..networks import DisentanglementModel, make_discriminator
@@ -124,31 +125,37 @@ class DisentanglerTrainer:
             "id": F.cross_entropy(m.identity_head(f.identity), p),
             "con": supervised_contrastive(f.identity, p),
         }
-        perms = self._perms(p)
-        target = swap_targets(f, perms)
-        mix = m.generator(target)
-        g = m.encoder(mix)
-        swap = swap_consistency(g, target)
-        losses.update({f"swap_{k[:3]}": v for k, v in swap.items()})
-        losses["cyc"] = F.cross_entropy(m.medical_head(g.medical), y[perms["medical"]]) + F.cross_entropy(
-            m.identity_head(g.identity), p[perms["identity"]])
+        swap_on = self.step >= cfg.swap_start
+        if swap_on:
+            ramp = min(1.0, (self.step - cfg.swap_start + 1) / max(1, cfg.swap_ramp))
+            perms = self._perms(p)
+            target = swap_targets(f, perms)
+            mix = m.generator(target)
+            # re-encode with the encoder's weights held fixed: the swap terms shape the generator only,
+            # so the encoder cannot satisfy them by collapsing its vectors
+            g = functional_call(m.encoder, {k: v.detach() for k, v in m.encoder.named_parameters()}, (mix,))
+            swap = swap_consistency(g, target)
+            losses.update({f"swap_{k[:3]}": v for k, v in swap.items()})
+            losses["cyc"] = F.cross_entropy(m.medical_head(g.medical), y[perms["medical"]]) + F.cross_entropy(
+                m.identity_head(g.identity), p[perms["identity"]])
         losses["sparse"] = residual.abs().mean()
         adv_on = w.adversarial > 0 and self.step >= cfg.adversarial_start
         crop = int(cfg.model.image_size * cfg.crop_fraction)
+        fake = torch.cat([rec, mix]) if swap_on else rec
         if adv_on:
-            fake = torch.cat([rec, mix])
             losses["adv"] = hinge_g_loss(self.disc(random_crops(fake, crop, self.gen))[-1])
         total = (w.reconstruction * losses["l1"] + w.ssim * losses["ssim"] + w.medical * losses["med"]
                  + w.identity * losses["id"] + w.contrastive * losses["con"]
-                 + w.swap * sum(swap.values()) + w.cycle * losses["cyc"] + w.finding_sparsity * losses["sparse"]
-                 + (w.adversarial * losses["adv"] if adv_on else 0))
+                 + w.finding_sparsity * losses["sparse"] + (w.adversarial * losses["adv"] if adv_on else 0))
+        if swap_on:
+            total = total + ramp * (w.swap * sum(swap.values()) + w.cycle * losses["cyc"])
         self.opt.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(m.parameters(), 5.0)
         self.opt.step()
         self.sched.step()
         if adv_on or (w.adversarial > 0 and self.step >= cfg.adversarial_start - 100):
-            fake = torch.cat([rec, mix]).detach()
+            fake = fake.detach()
             real_logits = self.disc(random_crops(x, crop, self.gen))[-1]
             fake_logits = self.disc(random_crops(fake, crop, self.gen))[-1]
             d_loss = hinge_d_loss(real_logits, fake_logits)

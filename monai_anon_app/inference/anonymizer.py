@@ -1,0 +1,308 @@
+"""Inference on arrays: encode, anonymize, counterfactual and explain with a trained model folder.
+
+Every public method takes a 2D image ``(H, W)`` in its own units (any size up to
+:data:`MAX_SIDE`, finite values) and returns images of the same shape and units (float32). Batched
+``*_model`` methods work directly in model space on ``(B, 1, S, S)`` tensors in ``[0, 1]`` (used by the
+evaluation).
+
+Two rendering modes:
+
+* ``"full"`` — regenerate the whole image from the (edited) feature vectors, then resize to the input;
+* ``"residual"`` — add the model's *change* (edited minus plain reconstruction), resized, to the
+  original pixels: full-resolution detail is kept. For anonymization this also keeps any identifying
+  fine detail of the original, so ``"full"`` is the default there; for counterfactuals ``"residual"``
+  is the default.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.io import InputError, validate_pixels
+from ..data.transforms import ModelInput, to_model
+from ..networks import DisentanglementModel, Features, IdentityVAE
+from ..training.config import TrainConfig, load_config
+from ..training.identity_vae import cosine_distance, nearest_distance
+from .model_dir import MODEL_FILES, CaseBank, checksum, load_json
+
+__all__ = [
+    "MAX_SIDE",
+    "AnonymizeResult",
+    "Anonymizer",
+    "Case",
+    "CounterfactualResult",
+    "ExplainResult",
+    "ModelError",
+    "Prediction",
+]
+
+MAX_SIDE = 8192
+MODES = ("full", "residual")
+
+
+class ModelError(RuntimeError):
+    """The model folder is missing, incomplete or cannot produce a safe result."""
+
+
+@dataclass
+class Prediction:
+    """The medical head's finding with its class probabilities."""
+
+    label: str
+    probabilities: dict[str, float]
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "probabilities": self.probabilities}
+
+
+@dataclass
+class AnonymizeResult:
+    image: np.ndarray
+    seed: int
+    identity_distance: float
+    source_distance: float
+    prediction_before: Prediction
+    prediction_after: Prediction
+    mode: str
+    model_checksum: str
+
+    def info(self) -> dict:
+        """JSON-ready details (everything but the image)."""
+        return {"seed": self.seed, "identity_distance": self.identity_distance,
+                "source_identity_distance": self.source_distance,
+                "prediction_before": self.prediction_before.to_dict(),
+                "prediction_after": self.prediction_after.to_dict(), "mode": self.mode,
+                "model_checksum": self.model_checksum}
+
+
+@dataclass
+class CounterfactualResult:
+    image: np.ndarray
+    target: str
+    prediction_before: Prediction
+    prediction_after: Prediction
+    mode: str
+    model_checksum: str
+
+    def info(self) -> dict:
+        return {"target": self.target, "prediction_before": self.prediction_before.to_dict(),
+                "prediction_after": self.prediction_after.to_dict(), "mode": self.mode,
+                "model_checksum": self.model_checksum}
+
+
+@dataclass
+class Case:
+    """A training case shown as evidence: rendered with a synthetic identity, never its own."""
+
+    image: np.ndarray
+    finding: str
+    distance: float
+    seed: int
+
+
+@dataclass
+class ExplainResult:
+    prediction: Prediction
+    cases: list[Case] = field(default_factory=list)
+    model_checksum: str = ""
+
+    def info(self) -> dict:
+        return {"prediction": self.prediction.to_dict(), "model_checksum": self.model_checksum,
+                "cases": [{"finding": c.finding, "distance": c.distance, "seed": c.seed} for c in self.cases]}
+
+
+class Anonymizer:
+    """A loaded model folder (see :mod:`monai_anon_app.inference.model_dir`)."""
+
+    def __init__(self, model: DisentanglementModel, vae: IdentityVAE, bank: CaseBank, calibration: dict,
+                 config: TrainConfig, model_checksum: str = "") -> None:
+        self.model, self.vae, self.bank = model.eval(), vae.eval(), bank
+        self.calibration, self.config, self.checksum = calibration, config, model_checksum
+        self.threshold = float(calibration["threshold"])
+        med = bank.medical
+        self._med_mean, self._med_std = med.mean(0), med.std(0).clamp_min(1e-6)
+
+    # -- loading -----------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, model_dir: str | Path) -> Anonymizer:
+        """Load a model folder; raise :class:`ModelError` naming what is missing."""
+        d = Path(model_dir)
+        if not d.is_dir():
+            raise ModelError(f"model folder {d} does not exist")
+        missing = [n for n in MODEL_FILES if not (d / n).is_file()]
+        if missing:
+            raise ModelError(f"model folder {d} lacks {', '.join(missing)}; train it with `monai-anon train`")
+        cfg = load_config(d / "config.yaml")
+        bank = CaseBank.load(d / "bank.pt")
+        state = torch.load(d / "model.pt", map_location="cpu", weights_only=True)
+        n_patients = state["identity_head.weight"].shape[0]
+        model = DisentanglementModel(cfg.model, len(cfg.classes), n_patients)
+        model.load_state_dict(state)
+        vae = IdentityVAE(cfg.model.identity_dim, cfg.vae_latent_dim)
+        vae.load_state_dict(torch.load(d / "identity_vae.pt", map_location="cpu", weights_only=True))
+        return cls(model, vae, bank, load_json(d / "calibration.json"), cfg, checksum(d))
+
+    @property
+    def image_size(self) -> int:
+        return self.config.model.image_size
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.config.classes)
+
+    # -- model space (batched) -------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_model(self, x: torch.Tensor) -> Features:
+        return self.model.encoder(x)
+
+    @torch.no_grad()
+    def decode_model(self, f: Features) -> torch.Tensor:
+        return self.model.generator(f).clamp(0, 1)
+
+    @torch.no_grad()
+    def predict_features(self, f: Features) -> torch.Tensor:
+        """``(B, n_classes)`` probabilities from the medical head."""
+        return self.model.medical_head(f.medical).softmax(1)
+
+    @torch.no_grad()
+    def synthetic_identity(self, seed: int, source: torch.Tensor | None = None,
+                           candidates: int = 8, rounds: int = 32) -> tuple[torch.Tensor, float, float]:
+        """A synthetic identity ``(I,)`` for ``seed`` with its distance to the nearest training patient
+        and to ``source``; candidates nearer than the calibrated threshold to either are rejected."""
+        if candidates < 1:
+            raise ValueError("candidates must be at least 1")
+        g = torch.Generator().manual_seed(int(seed))
+        for _ in range(rounds):
+            cand = self.vae.sample(candidates, g)
+            d_train = nearest_distance(cand, self.bank.identities)
+            d_src = cosine_distance(cand, source[None]).squeeze(1) if source is not None else d_train
+            ok = (d_train >= self.threshold) & (d_src >= self.threshold)
+            if ok.any():
+                score = torch.where(ok, d_src, torch.full_like(d_src, -1.0))
+                i = int(score.argmax())
+                return cand[i], float(d_train[i]), float(d_src[i])
+        raise ModelError("no synthetic identity passed the novelty check; the identity generator needs retraining")
+
+    @torch.no_grad()
+    def anonymize_model(self, x: torch.Tensor, seeds: list[int], candidates: int = 8) -> tuple[torch.Tensor, list]:
+        """``(B, 1, S, S)`` -> anonymized ``(B, 1, S, S)`` (full regeneration) and per-image distances."""
+        f = self.encode_model(x)
+        ids, dists = [], []
+        for i, s in enumerate(seeds):
+            ident, d_train, d_src = self.synthetic_identity(s, f.identity[i], candidates)
+            ids.append(ident)
+            dists.append((d_train, d_src))
+        return self.decode_model(f.replace(identity=torch.stack(ids))), dists
+
+    @torch.no_grad()
+    def target_medical(self, f: Features, target: str) -> torch.Tensor:
+        """For each image, the medical vector of the nearest confidently-classified training case of ``target``."""
+        t = self._class_index(target)
+        pool = self.bank.finding == t
+        confident = pool & (self.bank.confidence >= 0.9)
+        if confident.any():
+            pool = confident
+        cand = self.bank.medical[pool]
+        d = torch.cdist((f.medical - self._med_mean) / self._med_std, (cand - self._med_mean) / self._med_std)
+        return cand[d.argmin(1)]
+
+    @torch.no_grad()
+    def counterfactual_model(self, x: torch.Tensor, target: str, residual: bool = True) -> torch.Tensor:
+        """``(B, 1, S, S)`` -> counterfactual towards class ``target``, in model space."""
+        f = self.encode_model(x)
+        edited = self.decode_model(f.replace(medical=self.target_medical(f, target)))
+        if not residual:
+            return edited
+        return (x + edited - self.decode_model(f)).clamp(0, 1)
+
+    # -- arrays in their own units ----------------------------------------------------------------
+    def _prepare(self, pixels: np.ndarray, name: str = "image") -> ModelInput:
+        arr = validate_pixels(pixels, name)
+        if max(arr.shape) > MAX_SIDE:
+            raise InputError(f"{name} is {arr.shape[0]}×{arr.shape[1]} pixels; the largest side accepted is "
+                             f"{MAX_SIDE}")
+        return to_model(arr, self.image_size)
+
+    def _class_index(self, label: str) -> int:
+        if label not in self.classes:
+            raise InputError(f"unknown class {label!r}; the model knows {', '.join(self.classes)}")
+        return self.classes.index(label)
+
+    def _prediction(self, prob: torch.Tensor) -> Prediction:
+        p = prob.squeeze(0)
+        return Prediction(self.classes[int(p.argmax())], {c: round(float(v), 6) for c, v in zip(self.classes, p)})
+
+    def _render(self, mi: ModelInput, pixels: np.ndarray, f: Features, edited: Features, mode: str) -> np.ndarray:
+        if mode not in MODES:
+            raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        out = self.decode_model(edited)
+        if mode == "full":
+            return mi.restore(out[0])
+        delta = out[0] - self.decode_model(f)[0]
+        scale = (mi.high - mi.low) or 1.0
+        return (np.asarray(pixels, np.float32) + ModelInput(delta, 0.0, scale, mi.shape).restore(delta)).astype(
+            np.float32)
+
+    def encode(self, pixels: np.ndarray) -> Features:
+        """Feature vectors of one image: each tensor ``(1, ·)``."""
+        return self.encode_model(self._prepare(pixels).tensor[None])
+
+    def predict(self, pixels: np.ndarray) -> Prediction:
+        return self._prediction(self.predict_features(self.encode(pixels)))
+
+    def reconstruct(self, pixels: np.ndarray) -> np.ndarray:
+        mi = self._prepare(pixels)
+        return mi.restore(self.decode_model(self.encode_model(mi.tensor[None]))[0])
+
+    def anonymize(self, pixels: np.ndarray, seed: int | None = None, candidates: int = 8,
+                  mode: str = "full") -> AnonymizeResult:
+        """Replace the identity vector with a synthetic one (reproducible for a given ``seed``)."""
+        mi = self._prepare(pixels)
+        seed = secrets.randbelow(2**31) if seed is None else int(seed)
+        f = self.encode_model(mi.tensor[None])
+        ident, d_train, d_src = self.synthetic_identity(seed, f.identity[0], candidates)
+        edited = f.replace(identity=ident[None])
+        image = self._render(mi, pixels, f, edited, mode)
+        after = self.predict_features(self.encode_model(self._prepare(image).tensor[None]))
+        return AnonymizeResult(image, seed, d_train, d_src, self._prediction(self.predict_features(f)),
+                               self._prediction(after), mode, self.checksum)
+
+    def counterfactual(self, pixels: np.ndarray, target: str | None = None, reference: np.ndarray | None = None,
+                       mode: str = "residual") -> CounterfactualResult:
+        """Swap in the medical vector of class ``target`` (nearest confident training case) or of ``reference``."""
+        if (target is None) == (reference is None):
+            raise InputError("give exactly one of a target class or a reference image")
+        mi = self._prepare(pixels)
+        f = self.encode_model(mi.tensor[None])
+        if reference is not None:
+            medical = self.encode(reference).medical
+            target = self._prediction(self.predict_features(Features(medical, f.identity, f.other))).label
+        else:
+            medical = self.target_medical(f, target)
+        image = self._render(mi, pixels, f, f.replace(medical=medical), mode)
+        after = self.predict_features(self.encode_model(self._prepare(image).tensor[None]))
+        return CounterfactualResult(image, target, self._prediction(self.predict_features(f)),
+                                    self._prediction(after), mode, self.checksum)
+
+    def explain(self, pixels: np.ndarray, k: int = 3, seed: int | None = None) -> ExplainResult:
+        """Predicted finding and the ``k`` training cases nearest in medical space, rendered anonymized."""
+        if k < 1 or k > len(self.bank.medical):
+            raise InputError(f"k must be between 1 and {len(self.bank.medical)}")
+        mi = self._prepare(pixels)
+        seed = secrets.randbelow(2**31) if seed is None else int(seed)
+        f = self.encode_model(mi.tensor[None])
+        z = (f.medical - self._med_mean) / self._med_std
+        d = torch.cdist(z, (self.bank.medical - self._med_mean) / self._med_std)[0]
+        dist, idx = d.topk(k, largest=False)
+        cases = []
+        for j, (i, dd) in enumerate(zip(idx.tolist(), dist.tolist())):
+            case_seed = seed + j
+            ident, _, _ = self.synthetic_identity(case_seed, self.bank.identities[self.bank.patient[i]])
+            img = self.decode_model(Features(self.bank.medical[i: i + 1], ident[None], self.bank.other[i: i + 1]))
+            cases.append(Case(mi.restore(img[0]), self.classes[int(self.bank.finding[i])], float(dd), case_seed))
+        return ExplainResult(self._prediction(self.predict_features(f)), cases, self.checksum)

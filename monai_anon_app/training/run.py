@@ -1,0 +1,90 @@
+"""End-to-end training: data -> disentangler -> case bank -> identity VAE -> calibrated model folder."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..data.datasets import ImageSet, from_cohort, load_folder
+from ..data.phantoms import Cohort
+from ..inference.model_dir import CaseBank, save_json
+from ..networks import DisentanglementModel
+from .config import TrainConfig
+from .disentangler import DisentanglerTrainer, StepLog, encode_all
+from .identity_vae import calibrate_novelty, nearest_distance, train_identity_vae
+
+__all__ = ["build_bank", "load_training_data", "train_model"]
+
+
+def load_training_data(cfg: TrainConfig) -> ImageSet:
+    """The configured training images at the model's size: a folder with labels.csv, or phantoms."""
+    size = cfg.model.image_size
+    if cfg.data:
+        return load_folder(cfg.data, size)
+    return from_cohort(Cohort(cfg.phantom_patients, cfg.phantom_images_per_patient, cfg.phantom_seed), size)
+
+
+def build_bank(model: DisentanglementModel, data: ImageSet, classes: list[str]) -> CaseBank:
+    """Encode the training images into a :class:`CaseBank` (vectors only, no pixels)."""
+    feats = encode_all(model, data.images)
+    finding = torch.tensor([classes.index(f) for f in data.findings])
+    with torch.no_grad():
+        prob = model.medical_head(feats["medical"]).softmax(1)
+    patients = sorted(set(data.patient_ids))
+    pidx = torch.tensor([patients.index(p) for p in data.patient_ids])
+    identities = torch.stack([feats["identity"][pidx == i].mean(0) for i in range(len(patients))])
+    return CaseBank(feats["medical"], feats["other"], finding, prob[torch.arange(len(finding)), finding], pidx,
+                    identities)
+
+
+def train_model(cfg: TrainConfig, out_dir: str | Path, progress: bool = True,
+                on_step: Callable[[StepLog], None] | None = None,
+                should_stop: Callable[[], bool] | None = None) -> Path:
+    """Train everything ``cfg`` describes into ``out_dir``; resumes from ``out_dir/checkpoint.pt``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    data = load_training_data(cfg)
+    train, held_out = data.split_patients(cfg.calibration_fraction, seed=cfg.seed)
+    if len(set(train.patient_ids)) < 2 or len(held_out) == 0:
+        raise ValueError("training needs at least 2 training patients and 1 held-out calibration patient")
+    cfg.save(out / "config.yaml")
+    trainer = DisentanglerTrainer(cfg, train, out)
+    bar = tqdm(total=cfg.steps, initial=trainer.step, desc="disentangler", unit="step", disable=not progress)
+
+    def _on_step(log: StepLog) -> None:
+        bar.update(1)
+        if log.step % 10 == 0:
+            bar.set_postfix({k: f"{log.losses[k]:.3f}" for k in ("l1", "ssim", "med", "swap_ide") if k in log.losses})
+        if on_step is not None:
+            on_step(log)
+
+    model = trainer.train(on_step=_on_step, should_stop=should_stop)
+    bar.close()
+    if trainer.step < cfg.steps:
+        return out  # stopped early: the checkpoint lets a later call resume
+    bank = build_bank(model, train, cfg.classes)
+    held_ids = encode_all(model, held_out.images)["identity"]
+    calibration = calibrate_novelty(held_ids, bank.identities, cfg.novelty_quantile)
+    vbar = tqdm(total=cfg.vae_steps, desc="identity VAE", unit="step", disable=not progress)
+    vae = train_identity_vae(
+        encode_all(model, train.images)["identity"], bank.identities, model.identity_head, cfg.vae_latent_dim,
+        cfg.vae_steps, margin=calibration["held_out_nearest_median"], beta=cfg.vae_beta,
+        away_weight=cfg.vae_away_weight, entropy_weight=cfg.vae_entropy_weight, seed=cfg.seed,
+        on_step=lambda *_: vbar.update(1))
+    vbar.close()
+    samples = vae.sample(1000, torch.Generator().manual_seed(cfg.seed))
+    calibration["vae_acceptance_rate"] = float((nearest_distance(samples, bank.identities)
+                                                >= calibration["threshold"]).float().mean())
+    calibration["train_patients"] = len(set(train.patient_ids))
+    calibration["held_out_patients"] = len(set(held_out.patient_ids))
+    calibration["training_seconds"] = round(time.perf_counter() - t0, 1)
+    torch.save(model.state_dict(), out / "model.pt")
+    torch.save(vae.state_dict(), out / "identity_vae.pt")
+    bank.save(out / "bank.pt")
+    save_json(out / "calibration.json", calibration)
+    return out
