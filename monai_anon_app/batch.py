@@ -1,0 +1,183 @@
+"""``monai-anon anonymize`` and ``monai-anon counterfactual``: files and folders of DICOM, NIfTI and PNG.
+
+OUTPUT mirrors INPUT in the same formats. Pixels go through the model; DICOM headers through the
+PS3.15 de-identifier. A file the model cannot take is refused with a reason (never passed through
+with its original pixels) unless ``--headers-only``; files that are not images are skipped and never
+copied. The summary counts done / refused / failed / skipped; the exit code is 0 only when every
+image asked for was done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import secrets
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["BatchSummary", "add_parser", "run_batch", "seed_for"]
+
+ANONYMIZE_DERIVATION = "Anonymized by monai-anon: identity features replaced by a synthetic identity"
+COUNTERFACTUAL_DERIVATION = "Counterfactual by monai-anon: medical features replaced by those of class {target}"
+
+
+@dataclass
+class BatchSummary:
+    done: int = 0
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    skipped: Counter = field(default_factory=Counter)
+
+    @property
+    def ok(self) -> bool:
+        return not self.refused and not self.failed
+
+    def line(self, command: str) -> str:
+        n_skip = sum(self.skipped.values())
+        why = f" ({', '.join(f'{n} {r}' for r, n in self.skipped.most_common())})" if n_skip else ""
+        return (f"{command}: {self.done} done, {len(self.refused)} refused, {len(self.failed)} failed, "
+                f"{n_skip} skipped{why}")
+
+
+def seed_for(base_seed: int, key: str) -> int:
+    """A per-patient seed: the same patient key and base seed always give the same synthetic identity."""
+    return int.from_bytes(hashlib.sha256(f"{base_seed}:{key}".encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from .dicom.cli import add_deid_arguments
+
+    for name in ("anonymize", "counterfactual"):
+        anonymize = name == "anonymize"
+        p = sub.add_parser(
+            name, help="anonymize images (identity replaced)" if anonymize else "make counterfactual images",
+            description=__doc__.split("\n\n")[1].replace("\n", " "))
+        p.add_argument("paths", nargs="+", metavar="INPUT OUTPUT",
+                       help="input file or folder, then output file or folder"
+                            + (" (with --sample: only OUTPUT)" if anonymize else ""))
+        p.add_argument("--model", help="model folder or name under models/ (default: the shipped model)")
+        if anonymize:
+            p.add_argument("--seed", type=int, help="seed of the synthetic identities (default: random, printed)")
+            p.add_argument("--candidates", type=int, default=8, help="synthetic identities drawn per image")
+            p.add_argument("--mode", choices=("full", "residual"), default="full",
+                           help="full: regenerate the image (default); residual: add the model's change to the "
+                                "original pixels (keeps fine detail of the original, including identifying detail)")
+            p.add_argument("--headers-only", action="store_true",
+                           help="DICOM: de-identify headers and keep the pixels (never claimed clean)")
+            p.add_argument("--sample", action="store_true", help="use the bundled sample study as INPUT")
+        else:
+            p.add_argument("--target", required=True, help="class of the counterfactual (e.g. nodule)")
+            p.add_argument("--mode", choices=("full", "residual"), default="residual",
+                           help="residual: add the model's change to the original pixels (default); full: "
+                                "regenerate the whole image")
+        p.add_argument("--no-progress", action="store_true")
+        add_deid_arguments(p)
+        p.set_defaults(func=run)
+
+
+def _paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    from .data.io import InputError
+
+    if getattr(args, "sample", False):
+        if len(args.paths) != 1:
+            raise InputError("with --sample give only OUTPUT")
+        from .data.sample import sample_study
+
+        return sample_study(), Path(args.paths[0])
+    if len(args.paths) != 2:
+        raise InputError("give INPUT and OUTPUT")
+    return Path(args.paths[0]), Path(args.paths[1])
+
+
+def run(args: argparse.Namespace) -> int:
+    from .dicom.cli import options_from_args
+
+    src, dst = _paths(args)
+    options = options_from_args(args)
+    anonymize = args.command == "anonymize"
+    seed = args.seed if anonymize and args.seed is not None else secrets.randbelow(2**31)
+    summary = run_batch(src, dst, args.command, options, model=args.model, seed=seed,
+                        candidates=getattr(args, "candidates", 8), mode=args.mode,
+                        target=getattr(args, "target", None), headers_only=getattr(args, "headers_only", False),
+                        progress=not args.no_progress)
+    for name, reason in summary.refused:
+        print(f"refused: {name}: {reason}", file=sys.stderr)
+    for name, reason in summary.failed:
+        print(f"failed: {name}: {reason}", file=sys.stderr)
+    print(summary.line(args.command) + (f"; seed {seed}" if anonymize else ""))
+    return 0 if summary.ok else 1
+
+
+def run_batch(src: Path, dst: Path, command: str, options, model: str | None = None, seed: int = 0,
+              candidates: int = 8, mode: str = "full", target: str | None = None, headers_only: bool = False,
+              progress: bool = True) -> BatchSummary:
+    """Process every file under ``src`` into ``dst``; see the module docstring."""
+    from tqdm import tqdm
+
+    from .data.io import InputError, image_format, read_image, write_image
+    from .dicom.batch import Refused, Skipped, process_dicom
+    from .dicom.cli import plan_outputs
+    from .inference import Anonymizer, ModelError, resolve_model
+
+    pairs = plan_outputs(src, dst)
+    if not pairs:
+        raise InputError(f"{src} holds no files")
+    loaded: list[Anonymizer] = []
+
+    def anonymizer() -> Anonymizer:  # loaded on first use: headers-only runs need no model
+        if not loaded:
+            loaded.append(Anonymizer.load(resolve_model(model)))
+            if target is not None and target not in loaded[0].classes:
+                raise InputError(f"unknown class {target!r}; the model knows {', '.join(loaded[0].classes)}")
+        return loaded[0]
+
+    def pixel_fn(pixels: np.ndarray, key: str) -> np.ndarray:
+        a = anonymizer()
+        if command == "anonymize":
+            return a.anonymize(pixels, seed=seed_for(seed, key), candidates=candidates, mode=mode).image
+        return a.counterfactual(pixels, target=target, mode=mode).image
+
+    derivation = (ANONYMIZE_DERIVATION if command == "anonymize"
+                  else COUNTERFACTUAL_DERIVATION.format(target=target))
+    summary = BatchSummary()
+    for path, out in tqdm(pairs, unit="file", desc=command, disable=not progress or len(pairs) < 2,
+                          file=sys.stderr):
+        fmt = image_format(path)
+        if fmt is None:
+            summary.skipped["not an image"] += 1
+            continue
+        try:
+            if fmt == "dicom":
+                process_dicom(path, out, options, None if headers_only else pixel_fn, headers_only, derivation)
+            elif headers_only:
+                raise Refused(f"--headers-only applies to DICOM; a {fmt.upper()} file has no header to clean "
+                              "and its pixels would be kept")
+            else:
+                image = read_image(path)
+                write_image(out, pixel_fn(image.pixels, "non-dicom"), _scrubbed(image))
+            summary.done += 1
+        except Skipped as exc:
+            summary.skipped[str(exc).split(";")[0]] += 1
+        except (Refused, InputError) as exc:
+            summary.refused.append((str(path), str(exc)))
+        except ModelError:
+            raise  # no model: nothing in the batch can be done
+        except Exception as exc:  # one bad file must not stop the batch
+            summary.failed.append((str(path), f"{exc.__class__.__name__}: {' '.join(str(exc).split())[:200]}"))
+    return summary
+
+
+def _scrubbed(image):
+    """The NIfTI header without its free-text fields (they may carry identifiers); PNG carries none."""
+    if image.format == "nifti":
+        header = image.meta["header"].copy()
+        for name in ("descrip", "aux_file", "intent_name", "db_name"):
+            if name in header:
+                header[name] = b""
+        image.meta["header"] = header
+    return image
+

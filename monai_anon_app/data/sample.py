@@ -1,0 +1,35 @@
+"""The bundled sample study: a few phantom patients as DICOM DX with realistic fake headers.
+
+Regenerate it with ``python -m monai_anon_app.data.sample`` (deterministic).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["SAMPLE_STUDY", "sample_study"]
+
+SAMPLE_STUDY = Path(__file__).resolve().parent / "sample_study"
+SAMPLE_COHORT = {"patients": 4, "images_per_patient": 3, "seed": 9001, "size": 256}
+
+
+def sample_study() -> Path:
+    """Path of the bundled sample study (``labels.csv`` + ``images/*.dcm``)."""
+    if not (SAMPLE_STUDY / "labels.csv").is_file():
+        raise FileNotFoundError(f"the bundled sample study is missing from {SAMPLE_STUDY}; reinstall monai-anon")
+    return SAMPLE_STUDY
+
+
+def main() -> None:
+    import shutil
+
+    from .phantoms import Cohort
+    from .writer import write_cohort
+
+    shutil.rmtree(SAMPLE_STUDY, ignore_errors=True)
+    c = SAMPLE_COHORT
+    write_cohort(SAMPLE_STUDY, Cohort(c["patients"], c["images_per_patient"], c["seed"]), c["size"], "dicom")
+
+
+if __name__ == "__main__":
+    main()
