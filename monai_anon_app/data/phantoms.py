@@ -33,6 +33,7 @@ __all__ = [
     "Nuisance",
     "PhantomCase",
     "finding_mask",
+    "finding_region",
     "render",
 ]
 
@@ -230,6 +231,19 @@ def finding_mask(ident: Identity, finding: Finding, nuisance: Nuisance, size: in
     return (_smoothstep(meniscus - lv, 0.06) * lung).astype(np.float32)
 
 
+def finding_region(ident: Identity, kind: str, nuisance: Nuisance, size: int) -> np.ndarray:
+    """Boolean ``(size, size)`` map of where a finding of class ``kind`` can appear for this patient and
+    pose: both lung fields for a nodule, both lung bases (the largest effusion) for an effusion."""
+    if kind == "normal":
+        return np.zeros((size, size), bool)
+    if kind == "nodule":
+        x, y = _canonical_grid(size, nuisance)
+        lungs = np.maximum(_lung_field(ident, 0, x, y, 1.5 / size), _lung_field(ident, 1, x, y, 1.5 / size))
+        return lungs > 0.05
+    largest = [Finding("effusion", side, level=0.55, strength=1.0) for side in (0, 1)]
+    return np.maximum(*(finding_mask(ident, f, nuisance, size) for f in largest)) > 0.05
+
+
 def render(ident: Identity, finding: Finding, nuisance: Nuisance, size: int, noise: bool = True) -> np.ndarray:
     """Render one phantom radiograph of shape ``(size, size)``, ``float32`` in ``[0, 1]``."""
     x, y = _canonical_grid(size, nuisance)
@@ -259,6 +273,10 @@ class PhantomCase:
 
     def mask(self, size: int) -> np.ndarray:
         return finding_mask(self.identity, self.finding, self.nuisance, size)
+
+    def region(self, kind: str, size: int) -> np.ndarray:
+        """Where a finding of class ``kind`` could appear in this image (see :func:`finding_region`)."""
+        return finding_region(self.identity, kind, self.nuisance, size)
 
     def with_finding(self, finding: Finding) -> PhantomCase:
         """The oracle counterfactual: same patient, same visit, another finding."""
