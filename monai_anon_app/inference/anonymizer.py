@@ -172,15 +172,18 @@ class Anonymizer:
     @torch.no_grad()
     def synthetic_identity(self, seed: int, source: torch.Tensor | None = None,
                            candidates: int = 8, rounds: int = 32) -> tuple[torch.Tensor, float, float]:
-        """A synthetic identity ``(I,)`` for ``seed`` with its distance to the nearest training patient
-        and to ``source``; candidates nearer than the calibrated threshold to either are rejected."""
+        """A synthetic identity vector ``(I,)`` for ``seed`` with its embedding distance to the nearest
+        training patient and to ``source`` (the source's identity *embedding* ``(E,)``); candidates
+        nearer than the calibrated threshold to either are rejected."""
         if candidates < 1:
             raise ValueError("candidates must be at least 1")
         g = torch.Generator().manual_seed(int(seed))
+        src = source[None] if source is not None else None
         for _ in range(rounds):
             cand = self.vae.sample(candidates, g)
-            d_train = nearest_distance(cand, self.bank.identities)
-            d_src = cosine_distance(cand, source[None]).squeeze(1) if source is not None else d_train
+            emb = self.model.identity_embedding(cand)
+            d_train = nearest_distance(emb, self.bank.identities)
+            d_src = cosine_distance(emb, src).squeeze(1) if src is not None else d_train
             ok = (d_train >= self.threshold) & (d_src >= self.threshold)
             if ok.any():
                 score = torch.where(ok, d_src, torch.full_like(d_src, -1.0))
@@ -192,9 +195,10 @@ class Anonymizer:
     def anonymize_model(self, x: torch.Tensor, seeds: list[int], candidates: int = 8) -> tuple[torch.Tensor, list]:
         """``(B, 1, S, S)`` -> anonymized ``(B, 1, S, S)`` (full regeneration) and per-image distances."""
         f = self.encode_model(x)
+        emb = self.model.identity_embedding(f.identity)
         ids, dists = [], []
         for i, s in enumerate(seeds):
-            ident, d_train, d_src = self.synthetic_identity(s, f.identity[i], candidates)
+            ident, d_train, d_src = self.synthetic_identity(s, emb[i], candidates)
             ids.append(ident)
             dists.append((d_train, d_src))
         return self.decode_model(f.replace(identity=torch.stack(ids))), dists
@@ -265,7 +269,8 @@ class Anonymizer:
         mi = self._prepare(pixels)
         seed = secrets.randbelow(2**31) if seed is None else int(seed)
         f = self.encode_model(mi.tensor[None])
-        ident, d_train, d_src = self.synthetic_identity(seed, f.identity[0], candidates)
+        source = self.model.identity_embedding(f.identity)[0]
+        ident, d_train, d_src = self.synthetic_identity(seed, source, candidates)
         edited = f.replace(identity=ident[None])
         image = self._render(mi, pixels, f, edited, mode)
         after = self.predict_features(self.encode_model(self._prepare(image).tensor[None]))

@@ -1,6 +1,6 @@
 """Networks of the disentanglement model, built from MONAI blocks with ``spatial_dims`` a parameter."""
 
-from .disentangler import DisentanglerConfig, Encoder, Features, Generator
+from .disentangler import DisentanglerConfig, Encoder, Features, Generator, IdentityProjector
 from .heads import CosineClassifier, IdentityVAE, MedicalHead, make_discriminator
 from .model import DisentanglementModel
 
@@ -11,6 +11,7 @@ __all__ = [
     "Encoder",
     "Features",
     "Generator",
+    "IdentityProjector",
     "IdentityVAE",
     "MedicalHead",
     "make_discriminator",

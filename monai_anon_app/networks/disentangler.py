@@ -1,12 +1,21 @@
 """Encoder and generator that split an image into medical, identity and other feature vectors.
 
-Shapes use ``B`` for the batch, ``S`` for the image side (a power of two, 64 and up) and ``D`` for
-``spatial_dims`` (2 for radiographs; the blocks are dimension-agnostic).
+Shapes use ``B`` for the batch, ``S`` for the image side (a power of two, 64 and up), ``L`` for the
+latent grid side (``latent_size``, 8 by default) and ``D`` for ``spatial_dims`` (2 for radiographs;
+the blocks are dimension-agnostic).
 
-The generator is *structured*: it renders a canonical-pose anatomy from the identity vector, adds a
-finding residual rendered from the medical and identity vectors, then applies the acquisition (an
-affine pose and a pointwise intensity curve) decoded from the other vector. Swapping the medical
-vector can therefore only change the finding residual, which keeps counterfactual edits local.
+* **identity** — a coarse feature map ``(B, C_id, L, …)`` of the anatomy, passed around flattened as a
+  vector ``(B, C_id·L^D)``. Keeping the anatomy on a grid (rather than squeezing it through a dense
+  layer) is what lets a small CPU-trained generator reproduce sharp anatomy. A projection head turns it
+  into a pose-tolerant identity *embedding* ``(B, E)`` used for the identity losses and for every
+  identity distance.
+* **medical** ``(B, M)`` and **other** ``(B, O)`` — plain vectors from the flattened encoder features.
+
+The generator is structured: ``image = intensity(anatomy(identity) + finding(identity, medical), other)``.
+The finding branch sees the medical vector broadcast over the grid next to coordinate channels, so it
+can draw a finding at a position the vector encodes; swapping the medical vector can only change this
+additive residual, which keeps counterfactual edits local. ``other`` drives a pointwise intensity curve
+(gamma, gain, offset).
 """
 
 from __future__ import annotations
@@ -16,11 +25,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.nn.functional as F
 from monai.networks.blocks import Convolution, ResidualUnit, UpSample
-from monai.networks.layers import AffineTransform
 from torch import nn
 
-__all__ = ["DisentanglerConfig", "Encoder", "Features", "Generator"]
+__all__ = ["DisentanglerConfig", "Encoder", "Features", "Generator", "IdentityProjector", "coordinate_channels"]
 
 
 @dataclass
@@ -29,22 +38,35 @@ class DisentanglerConfig:
 
     spatial_dims: int = 2
     image_size: int = 64
+    latent_size: int = 8
     medical_dim: int = 16
-    identity_dim: int = 64
-    other_dim: int = 16
-    channels: Sequence[int] = field(default_factory=lambda: (16, 32, 64, 128))
-    decoder_channels: Sequence[int] = field(default_factory=lambda: (128, 64, 32, 16))
-    start_size: int = 4
+    identity_channels: int = 4
+    identity_embedding_dim: int = 64
+    other_dim: int = 8
+    channels: Sequence[int] = field(default_factory=lambda: (16, 32, 64))
+    decoder_channels: Sequence[int] = field(default_factory=lambda: (64, 32, 16))
     subunits: int = 1
-    norm: str | tuple = ("group", {"num_groups": 8})
+    norm: str | tuple | None = ("group", {"num_groups": 4})
     act: str | tuple = ("leakyrelu", {"negative_slope": 0.2})
 
     def __post_init__(self) -> None:
         if self.image_size < 16 or self.image_size & (self.image_size - 1):
             raise ValueError(f"image_size must be a power of two >= 16, got {self.image_size}")
-        levels = int(math.log2(self.image_size // self.start_size))
+        if self.latent_size < 2 or self.image_size % self.latent_size or self.latent_size & (self.latent_size - 1):
+            raise ValueError(f"latent_size must be a power of two dividing image_size, got {self.latent_size}")
+        levels = self.levels
         self.channels = _fit_levels(tuple(self.channels), levels, grow=True)
         self.decoder_channels = _fit_levels(tuple(self.decoder_channels), levels, grow=False)
+
+    @property
+    def levels(self) -> int:
+        """Number of ×2 resolution steps between the image and the latent grid."""
+        return int(math.log2(self.image_size // self.latent_size))
+
+    @property
+    def identity_dim(self) -> int:
+        """Length of the flattened identity vector."""
+        return self.identity_channels * self.latent_size**self.spatial_dims
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -58,6 +80,13 @@ def _fit_levels(channels: tuple[int, ...], levels: int, grow: bool) -> tuple[int
         return channels[-levels:] if grow else channels[:levels]
     pad = (channels[0],) * (levels - len(channels))
     return pad + channels if grow else channels + (channels[-1],) * (levels - len(channels))
+
+
+def coordinate_channels(batch: int, shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+    """``(B, D, *shape)`` normalised coordinates in ``[-1, 1]`` (CoordConv inputs)."""
+    axes = [torch.linspace(-1, 1, n, dtype=like.dtype, device=like.device) for n in shape]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"))
+    return grid.unsqueeze(0).expand(batch, *grid.shape)
 
 
 @dataclass
@@ -79,79 +108,84 @@ class Features:
 
 
 class Encoder(nn.Module):
-    """``(B, 1, S, …) -> Features``: strided residual units down to ``start_size``, then linear heads."""
+    """``(B, 1, S, …) -> Features``: strided residual units down to the ``L`` grid, then the three heads."""
 
     def __init__(self, cfg: DisentanglerConfig, in_channels: int = 1) -> None:
         super().__init__()
         d = cfg.spatial_dims
         layers: list[nn.Module] = [
-            Convolution(d, in_channels, cfg.channels[0], kernel_size=3, act=cfg.act, norm=cfg.norm)
+            Convolution(d, in_channels + d, cfg.channels[0], kernel_size=3, act=cfg.act, norm=cfg.norm)
         ]
         prev = cfg.channels[0]
         for ch in cfg.channels:
             layers.append(ResidualUnit(d, prev, ch, strides=2, subunits=cfg.subunits, act=cfg.act, norm=cfg.norm))
             prev = ch
         self.features = nn.Sequential(*layers)
-        flat = prev * cfg.start_size**d
+        self.identity = Convolution(d, prev, cfg.identity_channels, kernel_size=1, conv_only=True)
+        flat = prev * cfg.latent_size**d
         self.medical = nn.Linear(flat, cfg.medical_dim)
-        self.identity = nn.Linear(flat, cfg.identity_dim)
         self.other = nn.Linear(flat, cfg.other_dim)
 
     def forward(self, x: torch.Tensor) -> Features:
-        h = torch.flatten(self.features(x), 1)
-        return Features(self.medical(h), self.identity(h), self.other(h))
+        h = self.features(torch.cat([x, coordinate_channels(x.shape[0], x.shape[2:], x)], 1))
+        flat = torch.flatten(h, 1)
+        return Features(self.medical(flat), torch.flatten(self.identity(h), 1), self.other(flat))
 
 
-class VectorDecoder(nn.Module):
-    """``(B, F) -> (B, C_out, S, …)``: a linear map to a ``start_size`` grid, then upsampling residual units."""
+class GridDecoder(nn.Module):
+    """``(B, C_in, L, …) -> (B, C_out, S, …)``: upsampling residual units from the latent grid."""
 
-    def __init__(self, cfg: DisentanglerConfig, in_features: int, out_channels: int) -> None:
+    def __init__(self, cfg: DisentanglerConfig, in_channels: int, out_channels: int) -> None:
         super().__init__()
         d, ch = cfg.spatial_dims, cfg.decoder_channels
-        self.shape = (ch[0],) + (cfg.start_size,) * d
-        self.fc = nn.Linear(in_features, math.prod(self.shape))
-        blocks: list[nn.Module] = []
+        blocks: list[nn.Module] = [Convolution(d, in_channels, ch[0], kernel_size=3, act=cfg.act, norm=cfg.norm)]
         prev = ch[0]
         for c in ch:
-            blocks.append(UpSample(d, prev, prev, scale_factor=2, mode="nontrainable", interp_mode="bilinear"
-                                   if d == 2 else "trilinear", align_corners=False))
+            blocks.append(UpSample(d, prev, prev, scale_factor=2, mode="nontrainable",
+                                   interp_mode="bilinear" if d == 2 else "trilinear", align_corners=False))
             blocks.append(ResidualUnit(d, prev, c, subunits=cfg.subunits, act=cfg.act, norm=cfg.norm))
             prev = c
         blocks.append(Convolution(d, prev, out_channels, kernel_size=3, conv_only=True))
         self.blocks = nn.Sequential(*blocks)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.fc(z).view(z.shape[0], *self.shape))
+        return self.blocks(z)
 
 
 class Generator(nn.Module):
-    """``Features -> (B, 1, S, …)`` image, and the finding residual it drew.
-
-    ``image = intensity(warp(anatomy(identity) + finding(medical, identity), pose(other)), other)``
-    """
+    """``Features -> (B, 1, S, …)`` image (and, on request, the finding residual it drew)."""
 
     def __init__(self, cfg: DisentanglerConfig) -> None:
         super().__init__()
         d = cfg.spatial_dims
-        self.spatial_dims = d
-        self.anatomy = VectorDecoder(cfg, cfg.identity_dim, 1)
-        self.finding = VectorDecoder(cfg, cfg.medical_dim + cfg.identity_dim, 1)
-        self.pose = nn.Linear(cfg.other_dim, d * (d + 1))
+        self.grid = (cfg.identity_channels,) + (cfg.latent_size,) * d
+        self.anatomy = GridDecoder(cfg, cfg.identity_channels, 1)
+        self.finding = GridDecoder(cfg, cfg.identity_channels + cfg.medical_dim + d, 1)
         self.intensity = nn.Linear(cfg.other_dim, 3)
-        for lin in (self.pose, self.intensity):
-            nn.init.zeros_(lin.weight)
-            nn.init.zeros_(lin.bias)
-        self.warp = AffineTransform(normalized=True, mode="bilinear", padding_mode="zeros", align_corners=False)
-        self.register_buffer("eye", torch.eye(d, d + 1), persistent=False)
+        nn.init.zeros_(self.intensity.weight)
+        nn.init.zeros_(self.intensity.bias)
 
     def forward(self, f: Features, return_residual: bool = False):
-        anatomy = self.anatomy(f.identity)
-        residual = self.finding(torch.cat([f.medical, f.identity], 1))
-        canonical = anatomy + residual
-        theta = self.eye + 0.25 * torch.tanh(self.pose(f.other)).view(-1, *self.eye.shape)
-        warped = self.warp(canonical, theta)
+        b = f.identity.shape[0]
+        grid = f.identity.view(b, *self.grid)
+        spatial = grid.shape[2:]
+        medical = f.medical.view(b, -1, *([1] * len(spatial))).expand(-1, -1, *spatial)
+        residual = self.finding(torch.cat([grid, medical, coordinate_channels(b, spatial, grid)], 1))
+        canonical = self.anatomy(grid) + residual
         log_gamma, gain, bias = (0.5 * torch.tanh(self.intensity(f.other))).unbind(1)
-        view = (-1,) + (1,) * (warped.dim() - 1)
-        positive = torch.nn.functional.softplus(warped, beta=20)
-        out = (1 + gain).view(view) * (positive + 1e-4) ** torch.exp(log_gamma).view(view) + bias.view(view)
+        view = (-1,) + (1,) * (canonical.dim() - 1)
+        positive = F.softplus(canonical, beta=20) + 1e-4
+        out = (1 + gain).view(view) * positive ** torch.exp(log_gamma).view(view) + bias.view(view)
         return (out, residual) if return_residual else out
+
+
+class IdentityProjector(nn.Module):
+    """``(B, I)`` flattened identity map -> ``(B, E)`` identity embedding (distances, identity losses)."""
+
+    def __init__(self, cfg: DisentanglerConfig, hidden: int = 128) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(cfg.identity_dim, hidden), nn.LeakyReLU(0.2),
+                                 nn.Linear(hidden, cfg.identity_embedding_dim))
+
+    def forward(self, identity: torch.Tensor) -> torch.Tensor:
+        return self.net(identity)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
-from .disentangler import DisentanglerConfig, Encoder, Generator
+from .disentangler import DisentanglerConfig, Encoder, Generator, IdentityProjector
 from .heads import CosineClassifier, MedicalHead
 
 __all__ = ["DisentanglementModel"]
 
 
 class DisentanglementModel(nn.Module):
-    """Encoder, generator, medical head (``n_classes``) and closed-set identity head (``n_patients``)."""
+    """Encoder, generator, identity projector, medical head (``n_classes``) and closed-set identity head
+    (``n_patients``, on the identity embedding)."""
 
     def __init__(self, cfg: DisentanglerConfig, n_classes: int, n_patients: int) -> None:
         super().__init__()
@@ -19,4 +21,9 @@ class DisentanglementModel(nn.Module):
         self.encoder = Encoder(cfg)
         self.generator = Generator(cfg)
         self.medical_head = MedicalHead(cfg.medical_dim, n_classes)
-        self.identity_head = CosineClassifier(cfg.identity_dim, n_patients)
+        self.identity_projector = IdentityProjector(cfg)
+        self.identity_head = CosineClassifier(cfg.identity_embedding_dim, n_patients)
+
+    def identity_embedding(self, identity: torch.Tensor) -> torch.Tensor:
+        """``(B, I)`` identity vectors -> ``(B, E)`` embeddings (the space of every identity distance)."""
+        return self.identity_projector(identity)

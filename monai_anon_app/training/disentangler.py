@@ -118,12 +118,13 @@ class DisentanglerTrainer:
         m.train()
         f = m.encoder(x)
         rec, residual = m.generator(f, return_residual=True)
+        emb = m.identity_embedding(f.identity)
         losses = {
             "l1": F.l1_loss(rec, x),
             "ssim": self.ssim(rec.clamp(0, 1), x),
             "med": F.cross_entropy(m.medical_head(f.medical), y),
-            "id": F.cross_entropy(m.identity_head(f.identity), p),
-            "con": supervised_contrastive(f.identity, p),
+            "id": F.cross_entropy(m.identity_head(emb), p),
+            "con": supervised_contrastive(emb, p),
         }
         swap_on = self.step >= cfg.swap_start
         if swap_on:
@@ -137,7 +138,7 @@ class DisentanglerTrainer:
             swap = swap_consistency(g, target)
             losses.update({f"swap_{k[:3]}": v for k, v in swap.items()})
             losses["cyc"] = F.cross_entropy(m.medical_head(g.medical), y[perms["medical"]]) + F.cross_entropy(
-                m.identity_head(g.identity), p[perms["identity"]])
+                m.identity_head(m.identity_embedding(g.identity)), p[perms["identity"]])
         losses["sparse"] = residual.abs().mean()
         adv_on = w.adversarial > 0 and self.step >= cfg.adversarial_start
         crop = int(cfg.model.image_size * cfg.crop_fraction)

@@ -14,6 +14,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from torch import nn
+
 from ..networks import CosineClassifier, IdentityVAE
 
 __all__ = ["calibrate_novelty", "cosine_distance", "nearest_distance", "train_identity_vae"]
@@ -43,6 +45,7 @@ def calibrate_novelty(held_out: torch.Tensor, bank: torch.Tensor, quantile: floa
 def train_identity_vae(
     identities: torch.Tensor,
     patient_bank: torch.Tensor,
+    projector: nn.Module,
     identity_head: CosineClassifier,
     latent_dim: int,
     steps: int,
@@ -53,7 +56,8 @@ def train_identity_vae(
     seed: int = 0,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> IdentityVAE:
-    """Fit a VAE to per-image identity vectors ``(N, I)``; push samples past ``margin`` from ``patient_bank``.
+    """Fit a VAE to per-image identity vectors ``(N, I)``; push samples past ``margin`` from ``patient_bank``
+    (training-patient embeddings ``(P, E)``; ``projector`` maps identity vectors to embeddings).
 
     Losses: reconstruction + ``beta`` KL, plus for prior samples a hinge ``relu(margin - d_nearest)``
     (``away_weight``) and the negative entropy of the closed-set identity head (``entropy_weight``),
@@ -64,8 +68,8 @@ def train_identity_vae(
     mean, std = identities.mean(0), identities.std(0).clamp_min(1e-3)
     vae = IdentityVAE(identities.shape[1], latent_dim)
     opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
-    head = identity_head.eval()
-    for p in head.parameters():
+    head, projector = identity_head.eval(), projector.eval()
+    for p in [*head.parameters(), *projector.parameters()]:
         p.requires_grad_(False)
     for step in range(steps):
         idx = torch.randint(0, len(identities), (128,), generator=g)
@@ -76,8 +80,9 @@ def train_identity_vae(
         kl = -0.5 * torch.mean(torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), 1))
         z = torch.randn(128, latent_dim, generator=g)
         s = vae.decode(z) * std + mean
-        away = F.relu(margin - nearest_distance(s, patient_bank)).mean()
-        prob = head(s).softmax(1)
+        e = projector(s)
+        away = F.relu(margin - nearest_distance(e, patient_bank)).mean()
+        prob = head(e).softmax(1)
         entropy = -(prob * prob.clamp_min(1e-9).log()).sum(1).mean()
         loss = loss_rec + beta * kl + away_weight * away - entropy_weight * entropy
         opt.zero_grad(set_to_none=True)
@@ -86,6 +91,8 @@ def train_identity_vae(
         if on_step is not None:
             on_step(step, {"rec": loss_rec.item(), "kl": kl.item(), "away": away.item(), "entropy": entropy.item()})
     vae.eval()
+    for p in [*head.parameters(), *projector.parameters()]:
+        p.requires_grad_(True)
     # fold the standardisation into the decoder's last layer so the saved VAE emits raw identity vectors
     with torch.no_grad():
         first, last = vae.enc[0], vae.dec[-1]

@@ -36,7 +36,9 @@ def build_bank(model: DisentanglementModel, data: ImageSet, classes: list[str]) 
         prob = model.medical_head(feats["medical"]).softmax(1)
     patients = sorted(set(data.patient_ids))
     pidx = torch.tensor([patients.index(p) for p in data.patient_ids])
-    identities = torch.stack([feats["identity"][pidx == i].mean(0) for i in range(len(patients))])
+    with torch.no_grad():
+        emb = model.identity_embedding(feats["identity"])
+    identities = torch.stack([emb[pidx == i].mean(0) for i in range(len(patients))])
     return CaseBank(feats["medical"], feats["other"], finding, prob[torch.arange(len(finding)), finding], pidx,
                     identities)
 
@@ -68,16 +70,19 @@ def train_model(cfg: TrainConfig, out_dir: str | Path, progress: bool = True,
     if trainer.step < cfg.steps:
         return out  # stopped early: the checkpoint lets a later call resume
     bank = build_bank(model, train, cfg.classes)
-    held_ids = encode_all(model, held_out.images)["identity"]
+    with torch.no_grad():
+        held_ids = model.identity_embedding(encode_all(model, held_out.images)["identity"])
     calibration = calibrate_novelty(held_ids, bank.identities, cfg.novelty_quantile)
     vbar = tqdm(total=cfg.vae_steps, desc="identity VAE", unit="step", disable=not progress)
     vae = train_identity_vae(
-        encode_all(model, train.images)["identity"], bank.identities, model.identity_head, cfg.vae_latent_dim,
+        encode_all(model, train.images)["identity"], bank.identities, model.identity_projector, model.identity_head,
+        cfg.vae_latent_dim,
         cfg.vae_steps, margin=calibration["held_out_nearest_median"], beta=cfg.vae_beta,
         away_weight=cfg.vae_away_weight, entropy_weight=cfg.vae_entropy_weight, seed=cfg.seed,
         on_step=lambda *_: vbar.update(1))
     vbar.close()
-    samples = vae.sample(1000, torch.Generator().manual_seed(cfg.seed))
+    with torch.no_grad():
+        samples = model.identity_embedding(vae.sample(1000, torch.Generator().manual_seed(cfg.seed)))
     calibration["vae_acceptance_rate"] = float((nearest_distance(samples, bank.identities)
                                                 >= calibration["threshold"]).float().mean())
     calibration["train_patients"] = len(set(train.patient_ids))
