@@ -126,6 +126,8 @@ def run_batch(src: Path, dst: Path, command: str, options, model: str | None = N
     pairs = plan_outputs(src, dst)
     if not pairs:
         raise InputError(f"{src} holds no files")
+    if Path(src).is_file() and image_format(src) is None:
+        raise InputError(f"{Path(src).name} is not a PNG, NIfTI or DICOM image")
     loaded: list[Anonymizer] = []
 
     def anonymizer() -> Anonymizer:  # loaded on first use: headers-only runs need no model
@@ -168,6 +170,8 @@ def run_batch(src: Path, dst: Path, command: str, options, model: str | None = N
             raise  # no model: nothing in the batch can be done
         except Exception as exc:  # one bad file must not stop the batch
             summary.failed.append((str(path), f"{exc.__class__.__name__}: {' '.join(str(exc).split())[:200]}"))
+    if not summary.done and not summary.refused and not summary.failed:
+        raise InputError(f"{src} holds no PNG, NIfTI or DICOM images")
     return summary
 
 

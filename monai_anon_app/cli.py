@@ -42,14 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .data.io import InputError
+    from .errors import InputError, ModelError
 
     try:
         return int(args.func(args) or 0)
     except CommandError as exc:
         print(f"monai-anon {args.command}: error: {exc}", file=sys.stderr)
         return exc.code
-    except (InputError, FileNotFoundError, NotADirectoryError, ValueError) as exc:
+    except (InputError, ModelError, FileNotFoundError, NotADirectoryError, ValueError) as exc:
         print(f"monai-anon {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
+
 __all__ = [
     "IMAGE_SUFFIXES",
     "Image2D",
@@ -31,10 +33,6 @@ PNG_SUFFIXES = (".png",)
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 IMAGE_SUFFIXES = PNG_SUFFIXES + NIFTI_SUFFIXES + DICOM_SUFFIXES
-
-
-class InputError(ValueError):
-    """An input the tools cannot take; the message is one sentence meant for the user."""
 
 
 def image_format(path: str | os.PathLike) -> str | None:

@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.io import InputError, validate_pixels
+from ..data.io import validate_pixels
 from ..data.transforms import ModelInput, to_model
+from ..errors import InputError, ModelError
 from ..networks import DisentanglementModel, Features, IdentityVAE
 from ..training.config import TrainConfig, load_config
 from ..training.identity_vae import cosine_distance, nearest_distance
@@ -43,10 +44,6 @@ __all__ = [
 
 MAX_SIDE = 8192
 MODES = ("full", "residual")
-
-
-class ModelError(RuntimeError):
-    """The model folder is missing, incomplete or cannot produce a safe result."""
 
 
 @dataclass

@@ -25,6 +25,7 @@ class LossWeights:
     cycle: float = 0.1
     adversarial: float = 0.02
     finding_sparsity: float = 0.0
+    leakage: float = 0.1
 
 
 @dataclass

@@ -140,6 +140,8 @@ class DisentanglerTrainer:
             losses["cyc"] = F.cross_entropy(m.medical_head(g.medical), y[perms["medical"]]) + F.cross_entropy(
                 m.identity_head(m.identity_embedding(g.identity)), p[perms["identity"]])
         losses["sparse"] = residual.abs().mean()
+        losses["leak"] = F.cross_entropy(m.finding_in_identity(f.identity), y) + F.cross_entropy(
+            m.finding_in_other(f.other), y)
         adv_on = w.adversarial > 0 and self.step >= cfg.adversarial_start
         crop = int(cfg.model.image_size * cfg.crop_fraction)
         fake = torch.cat([rec, mix]) if swap_on else rec
@@ -147,7 +149,9 @@ class DisentanglerTrainer:
             losses["adv"] = hinge_g_loss(self.disc(random_crops(fake, crop, self.gen))[-1])
         total = (w.reconstruction * losses["l1"] + w.ssim * losses["ssim"] + w.medical * losses["med"]
                  + w.identity * losses["id"] + w.contrastive * losses["con"]
-                 + w.finding_sparsity * losses["sparse"] + (w.adversarial * losses["adv"] if adv_on else 0))
+                 + w.finding_sparsity * losses["sparse"] + w.leakage * losses["leak"])
+        if adv_on:
+            total = total + w.adversarial * losses["adv"]
         if swap_on:
             total = total + ramp * (w.swap * sum(swap.values()) + w.cycle * losses["cyc"])
         self.opt.zero_grad(set_to_none=True)

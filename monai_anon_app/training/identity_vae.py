@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-
 from torch import nn
 
 from ..networks import CosineClassifier, IdentityVAE
