@@ -7,29 +7,13 @@ import torch.nn.functional as F
 from monai.networks.nets import PatchDiscriminator
 from torch import nn
 
-__all__ = ["CosineClassifier", "IdentityVAE", "LeakageAdversary", "MedicalHead", "grad_reverse", "make_discriminator"]
-
-
-class _GradReverse(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
-        ctx.scale = scale
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return -ctx.scale * grad, None
-
-
-def grad_reverse(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """Identity forward, gradient multiplied by ``-scale`` backward (Ganin & Lempitsky 2015)."""
-    return _GradReverse.apply(x, scale)
+__all__ = ["CosineClassifier", "IdentityVAE", "LeakageAdversary", "MedicalHead", "make_discriminator"]
 
 
 class LeakageAdversary(nn.Module):
     """Predicts the finding from a vector that should not carry it: ``(B, F) -> (B, n_classes)``.
 
-    Fed through :func:`grad_reverse`, it trains to find the finding while the encoder learns to hide it.
+    See :func:`monai_anon_app.training.disentangler.leakage_loss` for how it is trained against the encoder.
     """
 
     def __init__(self, in_features: int, n_classes: int, hidden: int = 64) -> None:
@@ -37,7 +21,7 @@ class LeakageAdversary(nn.Module):
         self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, n_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(grad_reverse(x))
+        return self.net(x)
 
 
 class MedicalHead(nn.Module):

@@ -140,8 +140,8 @@ class DisentanglerTrainer:
             losses["cyc"] = F.cross_entropy(m.medical_head(g.medical), y[perms["medical"]]) + F.cross_entropy(
                 m.identity_head(m.identity_embedding(g.identity)), p[perms["identity"]])
         losses["sparse"] = residual.abs().mean()
-        losses["leak"] = F.cross_entropy(m.finding_in_identity(f.identity), y) + F.cross_entropy(
-            m.finding_in_other(f.other), y)
+        losses["leak"] = leakage_loss(m.finding_in_identity, f.identity, y) + leakage_loss(
+            m.finding_in_other, f.other, y)
         adv_on = w.adversarial > 0 and self.step >= cfg.adversarial_start
         crop = int(cfg.model.image_size * cfg.crop_fraction)
         fake = torch.cat([rec, mix]) if swap_on else rec
@@ -185,6 +185,17 @@ class DisentanglerTrainer:
                 self.save_checkpoint()
         self.model.eval()
         return self.model
+
+
+def leakage_loss(adversary: torch.nn.Module, features: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The adversary learns to predict ``y`` from ``features`` (detached); the encoder, through a frozen
+    copy of the adversary, learns to make that prediction uniform. (Maximising the adversary's error
+    instead would let the encoder hide the finding in an inverted, still readable form.)"""
+    fit = F.cross_entropy(adversary(features.detach()), y)
+    frozen = {k: v.detach() for k, v in adversary.named_parameters()}
+    logits = functional_call(adversary, frozen, (features,))
+    uniform = -F.log_softmax(logits, 1).mean(1).mean() - torch.log(torch.tensor(float(logits.shape[1])))
+    return fit + uniform
 
 
 def encode_all(model: DisentanglementModel, images: np.ndarray, batch: int = 64) -> dict[str, torch.Tensor]:

@@ -1,0 +1,1295 @@
+"""Case Anonymizer: preview anonymized and counterfactual images beside the original, browse case-based
+explanations and export anonymized studies, using a monai-anon MONAI Label server.
+
+Threading rule: only the main thread touches MRML and Qt. Network calls run in
+:class:`CaseAnonymizerLib.Job` worker threads that receive bytes and return bytes/JSON; the main thread
+prepares uploads before a job starts and turns results into nodes after it ends (``Operation.complete``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import ctk
+import numpy as np
+import qt
+import slicer
+import vtk
+from CaseAnonymizerLib import (
+    BINDINGS,
+    COMPARE_LAYOUT_ID,
+    EXPLAIN_LAYOUT_ID,
+    VIEW_GROUP,
+    VIEWS,
+    CancelledError,
+    ConsentRequiredError,
+    ConsentStore,
+    ExportPlan,
+    InferResponse,
+    InputError,
+    Job,
+    Parameters,
+    ServerClient,
+    ServerFailedError,
+    ServerInfo,
+    Upload,
+    UrlHistory,
+    describe,
+    dicom_upload,
+    difference_window,
+    extract_zip,
+    is_loopback,
+    layout_xml,
+    new_pseudonym,
+    new_seed,
+    normalize_server_url,
+    summarize,
+)
+from CaseAnonymizerLib.parameters import signal_for
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+try:  # Slicer >= 5.4 translates module texts
+    from slicer.i18n import tr as _
+    from slicer.i18n import translate
+except ImportError:  # pragma: no cover - older Slicer
+    def _(text: str) -> str:
+        return text
+
+    def translate(context: str, text: str) -> str:
+        return text
+
+
+OPERATIONS = ("anonymize", "counterfactual", "explain", "export")
+APPLY_TEXTS = {"anonymize": "Anonymize", "counterfactual": "Generate counterfactual", "explain": "Explain",
+               "export": "Export..."}
+OUTPUT_ATTRIBUTE = "CaseAnonymizer.Output"  # on every node and subject hierarchy item this module creates
+IDENTITY_ATTRIBUTE = "CaseAnonymizer.IdentityRemoved"
+
+
+#
+# CaseAnonymizer
+#
+
+
+class CaseAnonymizer(ScriptedLoadableModule):
+    """Module description (see the extension README for the user documentation)."""
+
+    def __init__(self, parent: Any) -> None:
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("Case Anonymizer")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Informatics")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["monai-anon contributors"]
+        self.parent.helpText = _(
+            "Preview an anonymized version of an image (a synthetic patient identity, same finding), "
+            "counterfactual images towards another finding, and case-based explanations made of anonymized "
+            "similar training cases, beside the original; export the anonymized study as DICOM. Images are "
+            "processed by a monai-anon MONAI Label server; nothing is sent before you agree to it.")
+        self.parent.acknowledgementText = _(
+            "Built on MONAI Label and 3D Slicer. The method follows Montenegro and Cardoso, "
+            "'Anonymizing medical case-based explanations through disentanglement' (arXiv 2311.04833).")
+
+
+#
+# CaseAnonymizerLogic
+#
+
+
+@dataclass
+class Operation:
+    """A started server call: ``job`` runs on a worker thread, ``complete()`` finishes on the main thread."""
+
+    name: str
+    job: Job[Any]
+    finish: Callable[[Any], Any]
+
+    def complete(self) -> Any:
+        """The outcome (nodes in the scene); raises the job's error, or :class:`CancelledError`."""
+        return self.finish(self.job.result())
+
+
+@dataclass
+class Outcome:
+    """What an operation produced, for the panel and for tests."""
+
+    operation: str
+    details: dict[str, Any]
+    summary: str
+    nodes: list[Any] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class WindowLevelLink(VTKObservationMixin):
+    """Keeps window/level equal across display nodes (original and results share intensity units)."""
+
+    def __init__(self) -> None:
+        VTKObservationMixin.__init__(self)
+        self._nodes: list[Any] = []
+        self._updating = False
+
+    def link(self, displayNodes: list[Any]) -> None:
+        """Link these display nodes (replaces the previous link); the first one's window/level wins."""
+        self.clear()
+        unique: dict[str, Any] = {}
+        for node in displayNodes:
+            if node is not None:
+                unique.setdefault(node.GetID(), node)
+        self._nodes = list(unique.values())
+        if not self._nodes:
+            return
+        first = self._nodes[0]
+        for node in self._nodes[1:]:
+            node.SetAutoWindowLevel(False)
+            node.SetWindowLevel(first.GetWindow(), first.GetLevel())
+        for node in self._nodes:
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self._onModified)
+
+    def clear(self) -> None:
+        self.removeObservers()
+        self._nodes = []
+
+    @property
+    def nodes(self) -> list[Any]:
+        return list(self._nodes)
+
+    def _onModified(self, caller: Any, event: Any) -> None:
+        if self._updating:
+            return
+        window, level = caller.GetWindow(), caller.GetLevel()
+        self._updating = True
+        try:
+            for node in self._nodes:
+                if node is caller:
+                    continue
+                if abs(node.GetWindow() - window) > 1e-6 or abs(node.GetLevel() - level) > 1e-6:
+                    node.SetAutoWindowLevel(False)
+                    node.SetWindowLevel(window, level)
+        finally:
+            self._updating = False
+
+
+def _defaultDicomImporter(folder: str, copyFiles: bool) -> None:
+    """Import a folder into Slicer's DICOM database (desktop Slicer only)."""
+    try:
+        from DICOMLib import DICOMUtils
+    except ImportError as exc:
+        raise InputError(_("Slicer's DICOM database is not available in this Slicer."), str(exc)) from exc
+    if getattr(slicer, "dicomDatabase", None) is None or not slicer.dicomDatabase.isOpen:
+        raise InputError(_("Slicer's DICOM database is not open; open the DICOM module once and try again."))
+    DICOMUtils.importDicom(folder, copyFiles=copyFiles)
+
+
+class CaseAnonymizerLogic(ScriptedLoadableModuleLogic):
+    """Everything but the GUI: talks to the server, turns answers into nodes, manages views and consent.
+
+    Methods named ``start*`` run on the main thread and return an :class:`Operation` whose network part
+    runs in the background; ``anonymize``/``counterfactual``/``explain``/``export`` are blocking
+    conveniences for scripts and tests.
+    """
+
+    def __init__(self, settings: Any = None, clientFactory: Callable[..., ServerClient] | None = None) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.settings = settings if settings is not None else qt.QSettings()
+        self.urlHistory = UrlHistory(self.settings)
+        self.consent = ConsentStore(self.settings)
+        self.clientFactory = clientFactory or ServerClient
+        #: ``importer(folder, copyFiles)`` used for "export into Slicer's DICOM database".
+        self.dicomImporter: Callable[[str, bool], None] = _defaultDicomImporter
+        self.serverInfo: ServerInfo | None = None
+        self.windowLevelLink = WindowLevelLink()
+        self._sourceFilesCache: tuple[Any, list[str]] = (None, [])
+
+    # -- parameters ---------------------------------------------------------------------------------
+    def parameters(self) -> Parameters:
+        """Typed access to the module's parameter node (created with defaults when missing)."""
+        params = Parameters(self.getParameterNode())
+        params.set_defaults()
+        return params
+
+    # -- connection -----------------------------------------------------------------------------------
+    def makeClient(self, url: str | None = None) -> ServerClient:
+        params = self.parameters()
+        return self.clientFactory(url or params.serverUrl, read_timeout=float(params.timeoutSeconds),
+                                  verify=params.caBundle or True)
+
+    def startCheckConnection(self, url: str | None = None) -> Operation:
+        """``GET /info/`` in the background; on success the URL goes first in the history."""
+        client = self.makeClient(url)
+
+        def work(progress: Any) -> ServerInfo:
+            progress(_("Connecting to {url}").format(url=client.url), None)
+            try:
+                return client.info()
+            finally:
+                client.close()
+
+        def finish(info: ServerInfo) -> Outcome:
+            self.serverInfo = info
+            self.urlHistory.add(info.url)
+            missing = info.missing_models()
+            warnings = []
+            if missing:
+                warnings.append(_("The server lacks the model(s): {names}.").format(names=", ".join(missing)))
+            return Outcome("connect", info.raw, info.summary(), warnings=warnings)
+
+        return Operation("connect", Job(work, "connect").start(), finish)
+
+    def checkConnection(self, url: str | None = None, timeout: float | None = None) -> ServerInfo:
+        """Blocking connection check (scripts, tests)."""
+        self.runOperation(self.startCheckConnection(url), timeout)
+        assert self.serverInfo is not None
+        return self.serverInfo
+
+    # -- consent ----------------------------------------------------------------------------------------
+    def needsConsent(self, url: str | None = None) -> bool:
+        return not self.consent.has_consent(url or self.parameters().serverUrl)
+
+    def grantConsent(self, url: str | None = None, remember: bool = False) -> None:
+        self.consent.grant(url or self.parameters().serverUrl, remember)
+
+    def revokeConsent(self, url: str | None = None) -> None:
+        self.consent.revoke(url or self.parameters().serverUrl)
+
+    def consentText(self, url: str | None = None) -> str:
+        """What the user agrees to: which image goes where, over which kind of connection."""
+        url = normalize_server_url(url or self.parameters().serverUrl)
+        text = _("The image you selected (and, for an export, its DICOM files with their patient data) will be "
+                 "sent to the server at {url} to be processed there. The server is meant to delete it after "
+                 "answering, but it is outside Slicer's control.").format(url=url)
+        if url.startswith("http://") and not is_loopback(url):
+            text += "\n\n" + _("Warning: this connection is not encrypted (http). Anyone on the network path can "
+                               "read the image. Prefer an https:// address.")
+        elif is_loopback(url):
+            text += "\n\n" + _("This server runs on this computer: the image does not cross a network.")
+        return text + "\n\n" + _("Send images to this server?")
+
+    def _requireConsent(self, url: str) -> None:
+        if self.needsConsent(url):
+            raise ConsentRequiredError(
+                _("Images are not sent to {url} until you agree to it.").format(url=normalize_server_url(url)))
+
+    # -- inputs (main thread) ---------------------------------------------------------------------------
+    def validateInput(self, volumeNode: Any) -> None:
+        """Raise :class:`InputError` (one sentence) when ``volumeNode`` cannot be sent."""
+        if volumeNode is None:
+            raise InputError(_("Select an input volume first."))
+        if not volumeNode.IsA("vtkMRMLScalarVolumeNode") or volumeNode.IsA("vtkMRMLLabelMapVolumeNode"):
+            raise InputError(_("The input must be a scalar image volume, not a label map or other data."))
+        imageData = volumeNode.GetImageData()
+        if imageData is None or min(imageData.GetDimensions()) < 1 or imageData.GetNumberOfPoints() == 0:
+            raise InputError(_("The input volume '{name}' holds no image.").format(name=volumeNode.GetName()))
+        if volumeNode.IsA("vtkMRMLVectorVolumeNode") or imageData.GetNumberOfScalarComponents() != 1:
+            raise InputError(_("The input has colour channels; convert it to a scalar (grey) volume first, "
+                               "e.g. with the Vector to Scalar Volume module."))
+
+    def sourceDicomFiles(self, volumeNode: Any, fresh: bool = False) -> list[str]:
+        """The DICOM files the volume was loaded from (via Slicer's DICOM database), or [] if none."""
+        if volumeNode is None:
+            return []
+        text = volumeNode.GetAttribute("DICOM.instanceUIDs") or ""
+        database = getattr(slicer, "dicomDatabase", None)
+        if not text or database is None:
+            return []
+        key = (volumeNode.GetID(), text, id(database))
+        if fresh or self._sourceFilesCache[0] != key:  # the panel asks often; a CT series has hundreds of files
+            files = [database.fileForInstance(uid) for uid in text.split()]
+            self._sourceFilesCache = (key, [f for f in files if f and os.path.isfile(f)])
+        return list(self._sourceFilesCache[1])
+
+    def describeInput(self, volumeNode: Any) -> str:
+        """One line about the input for the panel (size, DICOM or not, what export can do)."""
+        if volumeNode is None or volumeNode.GetImageData() is None:
+            return ""
+        dims = volumeNode.GetImageData().GetDimensions()
+        size = f"{dims[0]} x {dims[1]}" + (f" x {dims[2]}" if dims[2] > 1 else "")
+        files = self.sourceDicomFiles(volumeNode)
+        if files:
+            return _("{size} pixels; DICOM series of {n} file(s): export available.").format(size=size, n=len(files))
+        return _("{size} pixels; not loaded from Slicer's DICOM database: preview only (export needs a DICOM "
+                 "series).").format(size=size)
+
+    def _temporaryDirectory(self) -> str:
+        base = os.path.join(slicer.app.temporaryPath, "CaseAnonymizer")
+        os.makedirs(base, exist_ok=True)
+        return tempfile.mkdtemp(dir=base)
+
+    def prepareUpload(self, volumeNode: Any) -> Upload:
+        """The volume as a NIfTI upload (geometry and intensity units kept). No copy stays on disk."""
+        self.validateInput(volumeNode)
+        folder = self._temporaryDirectory()
+        try:
+            path = os.path.join(folder, "image.nii.gz")
+            storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+            storage.SetFileName(path)
+            storage.SetUseCompression(True)
+            if not storage.WriteData(volumeNode) or not os.path.isfile(path):
+                raise InputError(_("The input volume could not be converted for sending."))
+            with open(path, "rb") as f:
+                data = f.read()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return Upload("image.nii.gz", data, "application/gzip")
+
+    # -- server calls (start on the main thread, network in a job) -----------------------------------------
+    def _startInfer(self, name: str, model: str, params: dict[str, Any], inputNode: Any,
+                    finish: Callable[[Any, InferResponse], Outcome]) -> Operation:
+        url = self.parameters().serverUrl
+        self._requireConsent(url)
+        upload = self.prepareUpload(inputNode)
+        client = self.makeClient(url)
+        inputID = inputNode.GetID()
+
+        def work(progress: Any) -> InferResponse:
+            try:
+                return client.infer(model, params, upload=upload, progress=progress, cancel=progress.cancel_event)
+            finally:
+                client.close()
+
+        def complete(response: InferResponse) -> Outcome:
+            node = slicer.mrmlScene.GetNodeByID(inputID)
+            if node is None:
+                raise InputError(_("The input volume was removed while the server was working."))
+            return finish(node, response)
+
+        return Operation(name, Job(work, name).start(), complete)
+
+    def startAnonymize(self, inputNode: Any = None, seed: int | None = None, newIdentity: bool = False) -> Operation:
+        """Anonymize ``inputNode`` (default: the parameter node's input). ``newIdentity`` draws a new seed."""
+        params = self.parameters()
+        inputNode = inputNode or params.inputVolume
+        self.validateInput(inputNode)
+        if seed is None:
+            seed = new_seed() if newIdentity or params.randomSeed else int(params.seed)
+        if newIdentity:
+            params.seed = seed
+        request = {"seed": int(seed), "candidates": int(params.candidates), "mode": params.anonymizeMode or "full"}
+        return self._startInfer("anonymize", "anonymize", request, inputNode, self._finishAnonymize)
+
+    def startCounterfactual(self, inputNode: Any = None, target: str | None = None) -> Operation:
+        params = self.parameters()
+        inputNode = inputNode or params.inputVolume
+        self.validateInput(inputNode)
+        target = target or params.target
+        if not target:
+            raise InputError(_("Choose the target class of the counterfactual (check the connection to list them)."))
+        info = self.serverInfo
+        if (info is not None and info.classes and info.url == normalize_server_url(params.serverUrl)
+                and target not in info.classes):
+            raise InputError(_("The model does not know the class '{target}'; it knows {classes}.").format(
+                target=target, classes=", ".join(info.classes)))
+        request = {"target": target, "mode": params.counterfactualMode or "residual"}
+        return self._startInfer("counterfactual", "counterfactual", request, inputNode, self._finishCounterfactual)
+
+    def startExplain(self, inputNode: Any = None, k: int | None = None) -> Operation:
+        params = self.parameters()
+        inputNode = inputNode or params.inputVolume
+        self.validateInput(inputNode)
+        request = {"k": int(k or params.k), "seed": new_seed()}
+        return self._startInfer("explain", "explain", request, inputNode, self._finishExplain)
+
+    def runOperation(self, operation: Operation, timeout: float | None = None) -> Outcome:
+        """Wait for ``operation`` and complete it (blocking; scripts and tests)."""
+        if not operation.job.wait(timeout):
+            operation.job.cancel()
+            raise CancelledError(_("The operation did not finish within {t} s.").format(t=timeout))
+        return operation.complete()
+
+    def anonymize(self, inputNode: Any = None, seed: int | None = None, timeout: float | None = None) -> Outcome:
+        return self.runOperation(self.startAnonymize(inputNode, seed), timeout)
+
+    def counterfactual(self, inputNode: Any = None, target: str | None = None,
+                       timeout: float | None = None) -> Outcome:
+        return self.runOperation(self.startCounterfactual(inputNode, target), timeout)
+
+    def explain(self, inputNode: Any = None, k: int | None = None, timeout: float | None = None) -> Outcome:
+        return self.runOperation(self.startExplain(inputNode, k), timeout)
+
+    # -- results (main thread) ------------------------------------------------------------------------------
+    def _readImage(self, response: InferResponse) -> tuple[np.ndarray, vtk.vtkMatrix4x4]:
+        """The response's image as ``(array k-j-i, IJK-to-RAS)``; the temporary file is deleted at once."""
+        if not response.image:
+            raise ServerFailedError(_("The server answered without an image."), 200, "",
+                                    json.dumps(response.params, indent=2)[:4000])
+        name = os.path.basename(response.image_name or "result.nii.gz")
+        suffix = ".nii.gz" if name.endswith(".nii.gz") else (os.path.splitext(name)[1] or ".nii.gz")
+        folder = self._temporaryDirectory()
+        try:
+            path = os.path.join(folder, "result" + suffix)
+            with open(path, "wb") as f:
+                f.write(response.image)
+            node = slicer.vtkMRMLScalarVolumeNode()
+            storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+            storage.SetFileName(path)
+            if not storage.ReadData(node) or node.GetImageData() is None:
+                raise ServerFailedError(_("The server's image could not be read."), 200, "", name)
+            array = np.array(slicer.util.arrayFromVolume(node), dtype=np.float32, copy=True)
+            matrix = vtk.vtkMatrix4x4()
+            node.GetIJKToRASMatrix(matrix)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return array, matrix
+
+    @staticmethod
+    def _matrixArray(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
+        return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+    def _inputGeometry(self, node: Any) -> tuple[np.ndarray, vtk.vtkMatrix4x4]:
+        array = np.asarray(slicer.util.arrayFromVolume(node), dtype=np.float32)
+        matrix = vtk.vtkMatrix4x4()
+        node.GetIJKToRASMatrix(matrix)
+        return array, matrix
+
+    def _checkGeometry(self, inputNode: Any, array: np.ndarray, matrix: vtk.vtkMatrix4x4,
+                       slices: int | None = None) -> list[str]:
+        original, inMatrix = self._inputGeometry(inputNode)
+        expected = original.shape if slices is None else (slices, *original.shape[1:])
+        if array.shape != expected:
+            raise ServerFailedError(
+                _("The server returned an image of size {got} for an input of size {want}.").format(
+                    got=" x ".join(map(str, array.shape[::-1])), want=" x ".join(map(str, expected[::-1]))),
+                200, "")
+        warnings = []
+        if slices is None and not np.allclose(self._matrixArray(matrix), self._matrixArray(inMatrix), atol=1e-3):
+            warnings.append(_("The server's result has a different position or spacing than the input."))
+        return warnings
+
+    def _shNode(self) -> Any:
+        return slicer.mrmlScene.GetSubjectHierarchyNode()
+
+    def _markItem(self, item: int) -> int:
+        self._shNode().SetItemAttribute(item, OUTPUT_ATTRIBUTE, "1")
+        return item
+
+    def _newSubject(self, name: str, studyName: str, identityRemoved: bool, pseudonym: str) -> int:
+        """A new patient/study pair that carries no data of the original patient."""
+        sh = self._shNode()
+        patient = self._markItem(sh.CreateSubjectItem(sh.GetSceneItemID(), name))
+        sh.SetItemAttribute(patient, "DICOM.PatientName", f"Anonymous^{pseudonym}")
+        sh.SetItemAttribute(patient, "DICOM.PatientID", f"ANON-{pseudonym}")
+        sh.SetItemAttribute(patient, IDENTITY_ATTRIBUTE, "true" if identityRemoved else "false")
+        study = self._markItem(sh.CreateStudyItem(patient, studyName))
+        sh.SetItemAttribute(study, "DICOM.StudyDescription", studyName)
+        return study
+
+    def _differenceFolder(self, inputNode: Any) -> int:
+        """The folder for difference maps: beside the original, since a difference map reveals it."""
+        sh = self._shNode()
+        inputItem = sh.GetItemByDataNode(inputNode)
+        parent = sh.GetItemParent(inputItem) if inputItem else sh.GetSceneItemID()
+        name = _("Case Anonymizer differences (contain original data)")
+        for child in self._children(parent):
+            if sh.GetItemName(child) == name and sh.GetItemAttribute(child, OUTPUT_ATTRIBUTE) == "1":
+                return child
+        return self._markItem(sh.CreateFolderItem(parent or sh.GetSceneItemID(), name))
+
+    def _children(self, item: int) -> list[int]:
+        ids = vtk.vtkIdList()
+        self._shNode().GetItemChildren(item, ids)
+        return [ids.GetId(i) for i in range(ids.GetNumberOfIds())]
+
+    def _addVolume(self, array: np.ndarray, matrix: vtk.vtkMatrix4x4, name: str, parentItem: int,
+                   like: Any) -> Any:
+        """A new volume node (never a copy of the original's node: no attributes are inherited)."""
+        node = slicer.util.addVolumeFromArray(np.ascontiguousarray(array, dtype=np.float32), ijkToRAS=matrix,
+                                              name=name)
+        node.SetAttribute(OUTPUT_ATTRIBUTE, "1")
+        if like is not None and like.GetTransformNodeID():
+            node.SetAndObserveTransformNodeID(like.GetTransformNodeID())
+        sh = self._shNode()
+        item = sh.GetItemByDataNode(node)
+        if not item:
+            item = sh.CreateItem(parentItem, node)
+        else:
+            sh.SetItemParent(item, parentItem)
+        sh.SetItemAttribute(item, OUTPUT_ATTRIBUTE, "1")
+        return node
+
+    def _removeNodes(self, nodes: list[Any]) -> None:
+        """Remove output nodes with their display nodes and subject hierarchy items, then empty output folders.
+
+        The item goes first (without its data node), then the node: removing a data node through its item
+        leaves a stale child entry in plain MRML, and this order is safe in desktop Slicer too.
+        """
+        sh = self._shNode()
+        for node in nodes:
+            if node is None or slicer.mrmlScene.GetNodeByID(node.GetID()) is None:
+                continue
+            item = sh.GetItemByDataNode(node)
+            if item:
+                sh.RemoveItem(item, False, False)
+            helpers = [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
+            helpers.append(node.GetStorageNode())
+            slicer.mrmlScene.RemoveNode(node)
+            for helper in helpers:
+                if helper is not None and slicer.mrmlScene.GetNodeByID(helper.GetID()) is not None:
+                    slicer.mrmlScene.RemoveNode(helper)
+        self._removeEmptyOutputItems()
+
+    def _removeEmptyOutputItems(self) -> None:
+        """Remove the module's folders/patients/studies that hold nothing any more (never the user's items)."""
+        sh = self._shNode()
+        stuck: set[int] = set()
+        while True:
+            empty = [i for i in self._outputItems() if i not in stuck and not self._children(i)]
+            if not empty:
+                return
+            for item in empty:
+                if not sh.RemoveItem(item, False, False):
+                    stuck.add(item)
+
+    def _outputItems(self) -> list[int]:
+        sh = self._shNode()
+        ids = vtk.vtkIdList()
+        sh.GetItemChildren(sh.GetSceneItemID(), ids, True)
+        items = [ids.GetId(i) for i in range(ids.GetNumberOfIds())]
+        return [i for i in items if sh.GetItemAttribute(i, OUTPUT_ATTRIBUTE) == "1" and not sh.GetItemDataNode(i)]
+
+    def _difference(self, inputNode: Any, array: np.ndarray, matrix: vtk.vtkMatrix4x4, name: str) -> Any:
+        original, _m = self._inputGeometry(inputNode)
+        diff = array - original
+        node = self._addVolume(diff, matrix, name, self._differenceFolder(inputNode), inputNode)
+        display = node.GetDisplayNode()
+        window, level = difference_window(diff)
+        display.SetAutoWindowLevel(False)
+        display.SetWindowLevel(window, level)
+        colorNode = (slicer.mrmlScene.GetFirstNodeByName("DivergingBlueRed")
+                     or slicer.mrmlScene.GetNodeByID("vtkMRMLColorTableNodeFileColdToHotRainbow.txt")
+                     or slicer.mrmlScene.GetNodeByID("vtkMRMLColorTableNodeRainbow"))
+        if colorNode is not None:
+            display.SetAndObserveColorNodeID(colorNode.GetID())
+        return node
+
+    def _finishAnonymize(self, inputNode: Any, response: InferResponse) -> Outcome:
+        array, matrix = self._readImage(response)
+        warnings = self._checkGeometry(inputNode, array, matrix)
+        params = self.parameters()
+        self._removeNodes([params.anonymizedVolume, params.anonymizedDifference])  # "another identity" replaces
+        details = dict(response.params)
+        seed = details.get("seed")
+        pseudonym = new_pseudonym()
+        study = self._newSubject(_("Anonymous {p}").format(p=pseudonym), _("Anonymized preview"), True, pseudonym)
+        name = _("Anonymized (identity seed {seed})").format(seed=seed) if seed is not None else _("Anonymized")
+        anonymized = self._addVolume(array, matrix, name, study, inputNode)
+        difference = self._difference(inputNode, array, matrix, _("Difference: anonymized - original"))
+        params.anonymizedVolume = anonymized
+        params.anonymizedDifference = difference
+        params.previewInput = inputNode
+        params.anonymizeDetails = json.dumps(details)
+        if seed is not None:
+            params.seed = int(seed)
+        self.showComparison(inputNode, anonymized, difference)
+        return Outcome("anonymize", details, summarize("anonymize", details), [anonymized, difference],
+                       warnings=warnings)
+
+    def _finishCounterfactual(self, inputNode: Any, response: InferResponse) -> Outcome:
+        array, matrix = self._readImage(response)
+        warnings = self._checkGeometry(inputNode, array, matrix)
+        params = self.parameters()
+        self._removeNodes([params.counterfactualVolume, params.counterfactualDifference])
+        details = dict(response.params)
+        target = details.get("target") or params.target
+        pseudonym = new_pseudonym()
+        study = self._newSubject(_("Counterfactual subject {p} (identity not removed)").format(p=pseudonym),
+                                 _("Counterfactual: {target}").format(target=target), False, pseudonym)
+        counterfactual = self._addVolume(array, matrix, _("Counterfactual: {target}").format(target=target), study,
+                                         inputNode)
+        difference = self._difference(inputNode, array, matrix,
+                                      _("Difference: counterfactual {target} - original").format(target=target))
+        params.counterfactualVolume = counterfactual
+        params.counterfactualDifference = difference
+        params.counterfactualDetails = json.dumps(details)
+        self.showComparison(inputNode, counterfactual, difference)
+        return Outcome("counterfactual", details, summarize("counterfactual", details), [counterfactual, difference],
+                       warnings=warnings)
+
+    def _finishExplain(self, inputNode: Any, response: InferResponse) -> Outcome:
+        array, _matrix = self._readImage(response)
+        details = dict(response.params)
+        cases = list(details.get("cases") or [])
+        if not cases:
+            raise ServerFailedError(_("The server found no similar cases."), 200, "", json.dumps(details)[:4000])
+        self._checkGeometry(inputNode, array, _matrix, slices=len(cases))
+        params = self.parameters()
+        self._removeNodes(params.caseVolumes)
+        _original, inMatrix = self._inputGeometry(inputNode)
+        pseudonym = new_pseudonym()
+        study = self._newSubject(_("Similar training cases {p} (anonymized)").format(p=pseudonym),
+                                 _("Case-based explanation"), True, pseudonym)
+        nodes = []
+        for i, case in enumerate(cases):
+            distance = case.get("distance")
+            label = _("Similar case {i}: {finding}").format(i=i + 1, finding=case.get("finding", "?"))
+            if distance is not None:
+                label += f" (distance {float(distance):.3g})"
+            nodes.append(self._addVolume(array[i:i + 1], inMatrix, label, study, inputNode))
+        params.caseVolumes = nodes
+        params.explainDetails = json.dumps(details)
+        params.currentCase = 1
+        self.showCase(1, inputNode)
+        return Outcome("explain", details, summarize("explain", details), nodes)
+
+    # -- export --------------------------------------------------------------------------------------------
+    def planExport(self, inputNode: Any = None) -> ExportPlan:
+        """What an export will do; raises :class:`InputError` when it cannot be done as set up."""
+        params = self.parameters()
+        inputNode = inputNode or params.inputVolume
+        if inputNode is None:
+            raise InputError(_("Select an input volume first."))
+        files = self.sourceDicomFiles(inputNode, fresh=True)
+        if not files:
+            raise InputError(_("Export needs a volume loaded from Slicer's DICOM database; this one was not, so "
+                               "there are no DICOM files to anonymize."))
+        folder = (params.exportFolder or "").strip() if params.exportToFolder else None
+        if params.exportToFolder and not folder:
+            raise InputError(_("Choose the folder the anonymized DICOM files go to."))
+        if not (params.exportToFolder or params.exportToDatabase or params.exportToPacs):
+            raise InputError(_("Choose where the anonymized study goes: a folder, the DICOM database or the PACS."))
+        options = params.deid_options()
+        if options["retain_full_dates"] and options["retain_modified_dates"]:
+            raise InputError(_("'Keep dates, shifted' and 'Keep full dates' exclude each other; choose one."))
+        previewSeed = None
+        preview = params.previewInput
+        if (params.anonymizedVolume is not None and preview is not None and preview.GetID() == inputNode.GetID()
+                and params.anonymizeDetails):
+            with contextlib.suppress(ValueError, TypeError):
+                previewSeed = json.loads(params.anonymizeDetails).get("seed")
+        seed = int(previewSeed) if previewSeed is not None else new_seed()
+        warnings = []
+        if folder and os.path.isdir(folder) and os.listdir(folder):
+            warnings.append(_("the folder is not empty; files with the same names are overwritten."))
+        if params.headersOnly:
+            warnings.append(_("'Headers only' keeps the original pixels: the face or body shape and any burned-in "
+                              "text stay identifiable."))
+        return ExportPlan(server=normalize_server_url(params.serverUrl), source_files=files, seed=seed,
+                          seed_from_preview=previewSeed is not None, headers_only=bool(params.headersOnly),
+                          options=options, folder=folder, to_database=bool(params.exportToDatabase),
+                          to_pacs=bool(params.exportToPacs), warnings=warnings)
+
+    def startExport(self, plan: ExportPlan) -> Operation:
+        """Send the source DICOM files to the server's ``export`` task; write the answer where the plan says.
+
+        The ``export`` task takes one DICOM file per request, so a series of several files is sent file
+        by file (same parameters and seed: the server gives one synthetic identity per patient and seed).
+        """
+        self._requireConsent(plan.server)
+        client = self.makeClient(plan.server)
+        request = plan.params()
+        files = list(plan.source_files)
+
+        def work(progress: Any) -> list[InferResponse]:
+            responses = []
+            try:
+                for i, path in enumerate(files):
+                    progress.check()
+                    prefix = _("File {i} of {n}").format(i=i + 1, n=len(files)) + ": " if len(files) > 1 else ""
+
+                    def report(stage: str, fraction: float | None, prefix: str = prefix) -> None:
+                        progress(prefix + stage, fraction)
+
+                    name, data, ctype = dicom_upload(path)
+                    responses.append(client.infer("export", request, upload=Upload(name, data, ctype),
+                                                  progress=report, cancel=progress.cancel_event))
+                return responses
+            finally:
+                client.close()
+
+        return Operation("export", Job(work, "export").start(), lambda responses: self._finishExport(plan, responses))
+
+    @staticmethod
+    def _mergeExportDetails(responses: list[InferResponse]) -> dict[str, Any]:
+        """One summary for a series exported file by file."""
+        if len(responses) == 1:
+            return dict(responses[0].params)
+        merged: dict[str, Any] = {"files": [], "study_uids": [], "summary": {"done": 0, "refused": [], "skipped": [],
+                                                                             "failed": []}}
+        for response in responses:
+            details = response.params
+            merged["files"] += list(details.get("files") or [])
+            merged["study_uids"] += [u for u in details.get("study_uids") or [] if u not in merged["study_uids"]]
+            summary = details.get("summary") or {}
+            merged["summary"]["done"] += int(summary.get("done", 0))
+            for key in ("refused", "skipped", "failed"):
+                merged["summary"][key] += list(summary.get(key) or [])
+            for key in ("seed", "headers_only", "model_checksum", "model", "stow"):
+                if key in details:
+                    merged.setdefault(key, details[key])
+        return merged
+
+    def _finishExport(self, plan: ExportPlan, responses: list[InferResponse]) -> Outcome:
+        details = self._mergeExportDetails(responses)
+        written: list[str] = []
+        warnings: list[str] = []
+        if plan.folder or plan.to_database:
+            archives = [r.image for r in responses if r.image]
+            if not archives:
+                raise ServerFailedError(_("The server exported nothing."), 200, "", summarize("export", details))
+            target = plan.folder or self._temporaryDirectory()
+            try:
+                for archive in archives:
+                    written += [str(p) for p in extract_zip(archive, target)]
+                if plan.to_database:
+                    self.dicomImporter(target, plan.folder is None)
+            finally:
+                if plan.folder is None:
+                    shutil.rmtree(target, ignore_errors=True)
+            if plan.folder is None:
+                written = []
+        if len(details.get("study_uids") or []) > 1:
+            warnings.append(_("The server gave the files of one series different study UIDs; give the server a "
+                              "fixed de-identification key to keep a series together."))
+        stow = details.get("stow")
+        if plan.to_pacs and isinstance(stow, dict) and stow.get("error"):
+            warnings.append(_("The PACS did not take the study: {error}").format(error=stow["error"]))
+        self.parameters().exportDetails = json.dumps(details)
+        text = summarize("export", details)
+        if plan.folder:
+            text += "\n" + _("Written to {folder}.").format(folder=plan.folder)
+        if plan.to_database:
+            text += "\n" + _("Imported into Slicer's DICOM database.")
+        return Outcome("export", details, text, files=written, warnings=warnings)
+
+    def export(self, plan: ExportPlan | None = None, timeout: float | None = None) -> Outcome:
+        """Blocking export (scripts, tests)."""
+        return self.runOperation(self.startExport(plan or self.planExport()), timeout)
+
+    # -- views (main thread) ---------------------------------------------------------------------------------
+    def _layoutNode(self) -> Any:
+        node = slicer.mrmlScene.GetSingletonNode("vtkMRMLLayoutNode", "vtkMRMLLayoutNode")
+        if node is None:
+            nodes = slicer.mrmlScene.GetNodesByClass("vtkMRMLLayoutNode")
+            node = nodes.GetItemAsObject(0) if nodes.GetNumberOfItems() else None
+        return node
+
+    def _setLayout(self, layoutId: int, roles: tuple[str, ...]) -> list[Any]:
+        """Switch to one of the module's layouts (remembering the user's) and return its slice nodes."""
+        layoutNode = self._layoutNode()
+        if layoutNode is None:
+            return []
+        params = self.parameters()
+        current = layoutNode.GetViewArrangement()
+        if current not in (COMPARE_LAYOUT_ID, EXPLAIN_LAYOUT_ID):
+            params.savedLayout = current
+        if not layoutNode.IsLayoutDescription(layoutId):
+            layoutNode.AddLayoutDescription(layoutId, layout_xml(roles))
+        else:
+            layoutNode.SetLayoutDescription(layoutId, layout_xml(roles))
+        layoutNode.SetViewArrangement(layoutId)
+        return [slicer.mrmlScene.GetSingletonNode(VIEWS[r][0], "vtkMRMLSliceNode") for r in roles]
+
+    def _compositeNode(self, sliceNode: Any) -> Any:
+        name = sliceNode.GetLayoutName()
+        nodes = slicer.mrmlScene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+        for i in range(nodes.GetNumberOfItems()):
+            node = nodes.GetItemAsObject(i)
+            if node.GetLayoutName() == name:
+                return node
+        # the views are not built yet (no GUI): create the composite node their slice logic will adopt
+        node = slicer.vtkMRMLSliceCompositeNode()
+        node.SetLayoutName(name)
+        return slicer.mrmlScene.AddNode(node)
+
+    def _showInViews(self, sliceNodes: list[Any], volumes: list[Any]) -> None:
+        for sliceNode, volume in zip(sliceNodes, volumes):
+            if sliceNode is None:
+                continue
+            sliceNode.SetViewGroup(VIEW_GROUP)
+            composite = self._compositeNode(sliceNode)
+            composite.SetBackgroundVolumeID(volume.GetID() if volume is not None else None)
+            composite.SetForegroundVolumeID(None)
+            composite.SetLabelVolumeID(None)
+            composite.SetLinkedControl(True)
+            composite.SetHotLinkedControl(False)
+            if volume is not None:
+                sliceNode.RotateToVolumePlane(volume)
+                bounds = [0.0] * 6
+                volume.GetRASBounds(bounds)
+                sliceNode.JumpSliceByCentering((bounds[0] + bounds[1]) / 2, (bounds[2] + bounds[3]) / 2,
+                                               (bounds[4] + bounds[5]) / 2)
+        self._fitViews()
+
+    def _fitViews(self) -> None:
+        appLogic = slicer.app.applicationLogic() if hasattr(slicer.app, "applicationLogic") else None
+        if appLogic is not None and hasattr(appLogic, "FitSliceToAll"):
+            appLogic.FitSliceToAll()
+
+    def showComparison(self, original: Any, result: Any, difference: Any) -> None:
+        """Original | result | difference, with linked slices and linked window/level (original, result)."""
+        sliceNodes = self._setLayout(COMPARE_LAYOUT_ID, ("original", "result", "difference"))
+        self._showInViews(sliceNodes, [original, result, difference])
+        self.windowLevelLink.link([original.GetDisplayNode(), result.GetDisplayNode()])
+
+    def showCase(self, index: int, original: Any = None) -> Any:
+        """Original | similar case ``index`` (1-based); returns the case's node."""
+        params = self.parameters()
+        cases = params.caseVolumes
+        if not cases:
+            return None
+        index = max(1, min(int(index), len(cases)))
+        original = original or params.inputVolume
+        sliceNodes = self._setLayout(EXPLAIN_LAYOUT_ID, ("original", "result"))
+        self._showInViews(sliceNodes, [original, cases[index - 1]])
+        self.windowLevelLink.link([n.GetDisplayNode() for n in [original, cases[index - 1]] if n is not None])
+        if params.currentCase != index:
+            params.currentCase = index
+        return cases[index - 1]
+
+    def restoreLayout(self) -> None:
+        params = self.parameters()
+        layoutNode = self._layoutNode()
+        if layoutNode is not None and params.savedLayout >= 0:
+            if layoutNode.GetViewArrangement() in (COMPARE_LAYOUT_ID, EXPLAIN_LAYOUT_ID):
+                layoutNode.SetViewArrangement(params.savedLayout)
+            params.savedLayout = -1
+
+    # -- reset --------------------------------------------------------------------------------------------------
+    def outputNodes(self) -> list[Any]:
+        """Every node this module created that is still in the scene."""
+        nodes = slicer.mrmlScene.GetNodesByClass("vtkMRMLVolumeNode")
+        found = []
+        for i in range(nodes.GetNumberOfItems()):
+            node = nodes.GetItemAsObject(i)
+            if node.GetAttribute(OUTPUT_ATTRIBUTE) == "1":
+                found.append(node)
+        return found
+
+    def reset(self) -> None:
+        """Remove every output of the module, unlink the views and restore the user's layout."""
+        self.windowLevelLink.clear()
+        self._removeNodes(self.outputNodes())  # also removes the module's then empty folders
+        params = self.parameters()
+        for name in ("anonymizedVolume", "anonymizedDifference", "counterfactualVolume", "counterfactualDifference",
+                     "previewInput"):
+            setattr(params, name, None)
+        params.caseVolumes = []
+        for name in ("anonymizeDetails", "counterfactualDetails", "explainDetails", "exportDetails"):
+            setattr(params, name, "")
+        self.restoreLayout()
+
+
+#
+# CaseAnonymizerWidget
+#
+
+
+class CaseAnonymizerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The panel: binds widgets to the parameter node and drives the logic; all work is in the logic."""
+
+    def __init__(self, parent: Any = None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic: CaseAnonymizerLogic | None = None
+        self._parameterNode: Any = None
+        self._updatingGUI = False
+        self.operation: Operation | None = None
+        self.timer: Any = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/CaseAnonymizer.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+
+        self.logic = CaseAnonymizerLogic()
+        self.ui.serverUrlComboBox.addItems(self.logic.urlHistory.urls())
+        self.ui.exportFolderPathLineEdit.filters = ctk.ctkPathLineEdit.Dirs
+        self.ui.caBundlePathLineEdit.filters = ctk.ctkPathLineEdit.Files
+        self.ui.progressBar.visible = False
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        for binding in BINDINGS:
+            widget = getattr(self.ui, binding.widget)
+            widget.connect(signal_for(widget.className(), binding.property), self.updateParameterNodeFromGUI)
+        self.ui.connectButton.connect("clicked(bool)", self.onCheckConnection)
+        self.ui.forgetConsentButton.connect("clicked(bool)", self.onForgetConsent)
+        self.ui.applyButton.connect("clicked(bool)", self.onApply)
+        self.ui.anotherIdentityButton.connect("clicked(bool)", self.onAnotherIdentity)
+        self.ui.resetButton.connect("clicked(bool)", self.onReset)
+        self.ui.caseSliderWidget.connect("valueChanged(double)", self.onCaseChanged)
+
+        self.timer = qt.QTimer()
+        self.timer.setInterval(100)
+        self.timer.connect("timeout()", self.onPoll)
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        if self.operation is not None:
+            self.operation.job.cancel()
+        if self.timer is not None:
+            self.timer.stop()
+        self.removeObservers()
+        if self.logic is not None:
+            self.logic.windowLevelLink.clear()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        node = self._parameterNode
+        if node is not None and self.hasObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode):
+            self.removeObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+
+    def onSceneStartClose(self, caller: Any, event: Any) -> None:
+        if self.operation is not None:
+            self.onCancel()
+        self.logic.windowLevelLink.clear()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller: Any, event: Any) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    # -- parameter node <-> GUI --------------------------------------------------------------------------
+    def initializeParameterNode(self) -> None:
+        params = self.logic.parameters()
+        if params.inputVolume is None:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if (first is not None and first.GetAttribute(OUTPUT_ATTRIBUTE) != "1"
+                    and not first.IsA("vtkMRMLLabelMapVolumeNode")):
+                params.inputVolume = first
+        self.setParameterNode(params.node)
+
+    def setParameterNode(self, node: Any) -> None:
+        if self._parameterNode is not None and self.hasObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent,
+                                                                self.updateGUIFromParameterNode):
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        self._parameterNode = node
+        if node is not None:
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        self.updateGUIFromParameterNode()
+
+    def updateGUIFromParameterNode(self, caller: Any = None, event: Any = None) -> None:
+        if self._parameterNode is None or self._updatingGUI:
+            return
+        self._updatingGUI = True
+        try:
+            params = Parameters(self._parameterNode)
+            self.ui.caseSliderWidget.maximum = max(1, len(params.caseVolumes))  # before its value is set
+            for binding in BINDINGS:
+                widget = getattr(self.ui, binding.widget)
+                value = getattr(params, binding.parameter)
+                wasBlocked = widget.blockSignals(True)
+                if binding.property == "currentNode":
+                    widget.setCurrentNode(value)
+                elif binding.property == "currentText":
+                    if value and widget.findText(value) < 0 and not widget.editable:
+                        widget.addItem(value)
+                    widget.setCurrentText(value)
+                else:
+                    setattr(widget, binding.property, value)
+                widget.blockSignals(wasBlocked)
+            self._updateStates(params)
+        finally:
+            self._updatingGUI = False
+
+    def updateParameterNodeFromGUI(self, *args: Any) -> None:
+        if self._parameterNode is None or self._updatingGUI:
+            return
+        wasModifying = self._parameterNode.StartModify()
+        params = Parameters(self._parameterNode)
+        for binding in BINDINGS:
+            widget = getattr(self.ui, binding.widget)
+            value = widget.currentNode() if binding.property == "currentNode" else getattr(widget, binding.property)
+            setattr(params, binding.parameter, value)
+        self._parameterNode.EndModify(wasModifying)
+
+    def _updateStates(self, params: Parameters) -> None:
+        busy = self.operation is not None
+        operation = OPERATIONS[max(0, min(params.operationIndex, len(OPERATIONS) - 1))]
+        self.ui.applyButton.text = _("Cancel") if busy else _(APPLY_TEXTS[operation])
+        self.ui.applyButton.enabled = busy or params.inputVolume is not None
+        self.ui.anotherIdentityButton.enabled = not busy and params.inputVolume is not None
+        self.ui.seedSpinBox.enabled = not params.randomSeed
+        self.ui.exportFolderPathLineEdit.enabled = params.exportToFolder
+        for name in ("serverCollapsibleButton", "inputCollapsibleButton", "resetButton"):
+            getattr(self.ui, name).enabled = not busy
+        self.ui.inputInfoLabel.text = self.logic.describeInput(params.inputVolume)
+        cases = params.caseVolumes
+        self.ui.caseSliderWidget.enabled = len(cases) > 1
+        self.ui.caseSliderWidget.maximum = max(1, len(cases))
+
+    # -- connection and consent ---------------------------------------------------------------------------
+    def onCheckConnection(self) -> None:
+        self._start(self.logic.startCheckConnection)
+
+    def onForgetConsent(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Could not forget the consent."), waitCursor=True):
+            self.logic.revokeConsent()
+            self.ui.statusLabel.text = _("Images will not be sent to this server before you agree again.")
+
+    def _askConsent(self) -> bool:
+        if not self.logic.needsConsent():
+            return True
+        box = qt.QMessageBox(slicer.util.mainWindow())
+        box.setWindowTitle(_("Send images to the server?"))
+        box.setIcon(qt.QMessageBox.Question)
+        box.setText(self.logic.consentText())
+        box.setStandardButtons(qt.QMessageBox.Yes | qt.QMessageBox.No)
+        box.setDefaultButton(qt.QMessageBox.No)
+        remember = qt.QCheckBox(_("Remember my answer for this server"))
+        box.setCheckBox(remember)
+        if box.exec_() != qt.QMessageBox.Yes:
+            self.ui.statusLabel.text = _("Nothing was sent.")
+            return False
+        self.logic.grantConsent(remember=remember.checked)
+        return True
+
+    # -- operations -----------------------------------------------------------------------------------------
+    def onApply(self) -> None:
+        if self.operation is not None:
+            self.onCancel()
+            return
+        params = self.logic.parameters()
+        operation = OPERATIONS[params.operationIndex]
+        if operation == "export":
+            self._startExport()
+        else:
+            start = {"anonymize": self.logic.startAnonymize, "counterfactual": self.logic.startCounterfactual,
+                     "explain": self.logic.startExplain}[operation]
+            self._start(start, needsConsent=True)
+
+    def onAnotherIdentity(self) -> None:
+        self.ui.operationTabWidget.currentIndex = OPERATIONS.index("anonymize")
+        self._start(lambda: self.logic.startAnonymize(newIdentity=True), needsConsent=True)
+
+    def _startExport(self) -> None:
+        try:
+            plan = self.logic.planExport()
+        except Exception as exc:
+            self._showError(exc)
+            return
+        if not slicer.util.confirmOkCancelDisplay(plan.describe(), windowTitle=_("Export the anonymized study")):
+            self.ui.statusLabel.text = _("Export cancelled; nothing was sent or written.")
+            return
+        self._start(lambda: self.logic.startExport(plan), needsConsent=True)
+
+    def _start(self, start: Callable[[], Operation], needsConsent: bool = False) -> None:
+        if self.operation is not None:
+            return
+        try:
+            if needsConsent and not self._askConsent():
+                return
+            self.operation = start()
+        except Exception as exc:
+            self._showError(exc)
+            return
+        self.ui.statusLabel.text = ""
+        self.ui.progressBar.visible = True
+        self.ui.progressBar.setRange(0, 0)
+        self._updateStates(self.logic.parameters())
+        self.timer.start()
+
+    def onCancel(self) -> None:
+        if self.operation is None:
+            return
+        self.operation.job.cancel()
+        self.onPoll()
+
+    def onPoll(self) -> None:
+        operation = self.operation
+        if operation is None:
+            self.timer.stop()
+            return
+        _state, stage, fraction = operation.job.snapshot()
+        if fraction is None:
+            self.ui.progressBar.setRange(0, 0)
+        else:
+            self.ui.progressBar.setRange(0, 100)
+            self.ui.progressBar.value = round(100 * fraction)
+        self.ui.statusLabel.text = stage
+        if not operation.job.finished:
+            return
+        self.timer.stop()
+        self.operation = None
+        self.ui.progressBar.visible = False
+        try:
+            with slicer.util.WaitCursor():
+                outcome = operation.complete()
+        except CancelledError:
+            self.ui.statusLabel.text = _("Cancelled.")
+        except Exception as exc:
+            self._showError(exc)
+        else:
+            self._showOutcome(outcome)
+        self._updateStates(self.logic.parameters())
+
+    def _showOutcome(self, outcome: Outcome) -> None:
+        if outcome.operation == "connect":
+            info = self.logic.serverInfo
+            self.ui.serverStatusLabel.text = outcome.summary
+            self._refreshUrlHistory(info.url)
+            self._fillTargets(info.classes)
+        self.ui.statusLabel.text = " ".join([_("Done."), *outcome.warnings])
+        self.ui.resultLabel.text = outcome.summary if outcome.operation != "connect" else ""
+        self.ui.detailsTextEdit.setPlainText(json.dumps(outcome.details, indent=2, default=str))
+        if outcome.operation in ("anonymize", "counterfactual", "explain"):
+            slicer.util.resetSliceViews()
+
+    def _refreshUrlHistory(self, current: str) -> None:
+        combo = self.ui.serverUrlComboBox
+        wasBlocked = combo.blockSignals(True)
+        combo.clear()
+        combo.addItems(self.logic.urlHistory.urls())
+        combo.setCurrentText(current)
+        combo.blockSignals(wasBlocked)
+        self.updateParameterNodeFromGUI()
+
+    def _fillTargets(self, classes: list[str]) -> None:
+        combo = self.ui.targetComboBox
+        current = self.logic.parameters().target
+        wasBlocked = combo.blockSignals(True)
+        combo.clear()
+        combo.addItems(classes)
+        default = next((c for c in classes if c != "normal"), classes[0] if classes else "")
+        combo.setCurrentText(current if current in classes else default)
+        combo.blockSignals(wasBlocked)
+        self.updateParameterNodeFromGUI()
+
+    def _showError(self, exc: BaseException) -> None:
+        sentence, details = describe(exc)
+        logging.getLogger("CaseAnonymizer").warning("%s\n%s", sentence, details)
+        self.ui.statusLabel.text = sentence
+        self.ui.resultLabel.text = ""
+        self.ui.detailsTextEdit.setPlainText(details or sentence)
+
+    def onCaseChanged(self, value: float) -> None:
+        if self._updatingGUI or self.operation is not None:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not show the case."), waitCursor=True):
+            case = self.logic.showCase(round(value))
+            if case is not None:
+                self.ui.caseInfoLabel.text = case.GetName()
+
+    def onReset(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Reset failed."), waitCursor=True):
+            self.logic.reset()
+            self.ui.statusLabel.text = _("Results removed; layout restored.")
+            self.ui.resultLabel.text = ""
+            self.ui.caseInfoLabel.text = ""
+            self.ui.detailsTextEdit.setPlainText("")
+
+
+#
+# CaseAnonymizerTest
+#
+
+
+class CaseAnonymizerTest(ScriptedLoadableModuleTest):
+    """Self-test for desktop Slicer (Developer mode > Reload and Test) and for the pytest suite.
+
+    It talks to no machine but the configured server: the URL comes from the environment variable
+    ``CASE_ANONYMIZER_TEST_SERVER`` or the module's settings; without a reachable server only the
+    offline parts run. Only a synthetic image is sent.
+    """
+
+    serverUrl: str | None = None
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear(0)
+
+    def runTest(self) -> None:
+        self.setUp()
+        self.test_parameters_and_layout()
+        self.setUp()
+        self.test_server_down_message()
+        self.setUp()
+        self.test_server_round_trip()
+
+    def _syntheticVolume(self) -> Any:
+        yy, xx = np.mgrid[0:64, 0:64].astype(np.float32)
+        image = 200.0 * np.exp(-((xx - 32) ** 2 + (yy - 30) ** 2) / 300.0) + 20.0 * (xx / 64.0)
+        matrix = np.diag([-0.5, -0.5, 1.0, 1.0])
+        volume = slicer.util.addVolumeFromArray(image[np.newaxis].astype(np.float32), ijkToRAS=matrix,
+                                                name="CaseAnonymizerTestImage")
+        return volume
+
+    def test_parameters_and_layout(self) -> None:
+        self.delayDisplay("Parameters, layout and reset")
+        logic = CaseAnonymizerLogic()
+        params = logic.parameters()
+        volume = self._syntheticVolume()
+        params.inputVolume = volume
+        self.assertEqual(params.inputVolume.GetID(), volume.GetID())
+        diff = logic._difference(volume, np.zeros((1, 64, 64), np.float32), vtk.vtkMatrix4x4(), "test difference")
+        logic.showComparison(volume, volume, diff)
+        layoutNode = logic._layoutNode()
+        if layoutNode is not None:
+            self.assertEqual(layoutNode.GetViewArrangement(), COMPARE_LAYOUT_ID)
+        logic.reset()
+        self.assertIsNone(slicer.mrmlScene.GetNodeByID(diff.GetID()))
+        self.assertIsNotNone(slicer.mrmlScene.GetNodeByID(volume.GetID()))
+        self.delayDisplay("Parameters, layout and reset: passed")
+
+    def test_server_down_message(self) -> None:
+        self.delayDisplay("Message when no server answers")
+        import socket
+
+        with socket.socket() as s:  # a port on this computer that nobody listens to
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        logic = CaseAnonymizerLogic()
+        logic.parameters().timeoutSeconds = 5
+        try:
+            logic.checkConnection(f"http://127.0.0.1:{port}", timeout=30)
+        except Exception as exc:
+            sentence, _details = describe(exc)
+            self.assertIn("Cannot reach the server", sentence)
+        else:
+            self.fail("a closed port answered")
+        self.delayDisplay("Message when no server answers: passed")
+
+    def _testServerUrl(self) -> str | None:
+        url = self.serverUrl or os.environ.get("CASE_ANONYMIZER_TEST_SERVER")
+        if not url:
+            history = UrlHistory(qt.QSettings()).urls()
+            url = history[0] if history else None
+        return url
+
+    def test_server_round_trip(self) -> None:
+        url = self._testServerUrl()
+        logic = CaseAnonymizerLogic()
+        try:
+            info = logic.checkConnection(url, timeout=60) if url else None
+        except Exception as exc:
+            info = None
+            self.delayDisplay(f"Server round trip skipped: {describe(exc)[0]}")
+        if info is None:
+            self.delayDisplay("Server round trip skipped: no server configured")
+            return
+        self.delayDisplay(f"Server round trip with {info.url}")
+        params = logic.parameters()
+        params.serverUrl = info.url
+        volume = self._syntheticVolume()
+        params.inputVolume = volume
+        original = np.array(slicer.util.arrayFromVolume(volume))
+        logic.grantConsent(info.url, remember=False)  # a synthetic image only; not remembered
+        outcome = logic.anonymize(volume, seed=1234, timeout=300)
+        anonymized = outcome.nodes[0]
+        self.assertEqual(slicer.util.arrayFromVolume(anonymized).shape, original.shape)
+        self.assertEqual(int(outcome.details.get("seed")), 1234)
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume), original)
+        if info.classes:
+            outcome = logic.counterfactual(volume, target=info.classes[-1], timeout=300)
+            self.assertEqual(slicer.util.arrayFromVolume(outcome.nodes[0]).shape, original.shape)
+        outcome = logic.explain(volume, k=2, timeout=300)
+        self.assertEqual(len(outcome.nodes), 2)
+        logic.reset()
+        self.assertEqual(logic.outputNodes(), [])
+        self.delayDisplay("Server round trip: passed")
