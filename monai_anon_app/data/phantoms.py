@@ -27,6 +27,7 @@ import numpy as np
 
 __all__ = [
     "FINDINGS",
+    "PHANTOM_VERSION",
     "Cohort",
     "Finding",
     "Identity",
@@ -38,6 +39,8 @@ __all__ = [
 ]
 
 FINDINGS: tuple[str, ...] = ("normal", "nodule", "effusion")
+#: bumped whenever rendering changes, so cached judges and data derived from phantoms are rebuilt
+PHANTOM_VERSION = 2
 
 
 def _rng(*key: object) -> np.random.Generator:
@@ -92,10 +95,10 @@ class Identity:
             heart_rx=float(u(0.14, 0.26)),
             heart_ry=float(u(0.11, 0.20)),
             spine_w=float(u(0.05, 0.12)),
-            rib_count=int(rng.integers(6, 11)),
-            rib_spacing=float(u(0.09, 0.14)),
+            rib_count=int(rng.integers(5, 9)),
+            rib_spacing=float(u(0.12, 0.17)),
             rib_curve=float(u(0.15, 0.55)),
-            rib_width=float(u(0.018, 0.035)),
+            rib_width=float(u(0.03, 0.045)),
             tissue=float(u(0.45, 0.65)),
             lung_density=float(u(0.08, 0.22)),
             texture=texture,
@@ -122,7 +125,7 @@ class Finding:
         if kind == "nodule":
             ang, rad = rng.uniform(0, 2 * np.pi), np.sqrt(rng.uniform(0, 1)) * 0.55
             return cls(kind, side, float(rad * np.cos(ang)), float(rad * np.sin(ang)),
-                       radius=float(rng.uniform(0.05, 0.09)), strength=float(rng.uniform(0.35, 0.5)))
+                       radius=float(rng.uniform(0.06, 0.10)), strength=float(rng.uniform(0.35, 0.5)))
         if kind == "effusion":
             return cls(kind, side, level=float(rng.uniform(0.25, 0.55)), strength=float(rng.uniform(0.3, 0.45)))
         return cls("normal", side)

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from ..data.datasets import from_cohort
-from ..data.phantoms import FINDINGS, Cohort, Finding, _rng
+from ..data.phantoms import FINDINGS, PHANTOM_VERSION, Cohort, Finding, _rng
 from ..inference import Anonymizer
 from ..inference.model_dir import save_json
 from ..training.run import load_training_data
@@ -129,7 +129,7 @@ def evaluate(model_dir: str | Path, out_dir: str | Path, cfg: EvalConfig | None 
 
     # -- judges, trained on originals only ------------------------------------------------------
     cache = out / "judges"
-    spec = {"size": size}
+    spec = {"size": size, "phantom_version": PHANTOM_VERSION}
     utility = _judge(cache, "utility", {**spec, "cohort": dataclasses.astuple(cfg)[3:6]}, "classifier",
                      attack.images, attack.findings, cfg.utility, progress)
     a2 = _judge(cache, "a2", {**spec, "cohort": dataclasses.astuple(cfg)[3:6]}, "verifier",

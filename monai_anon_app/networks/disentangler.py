@@ -1,7 +1,7 @@
 """Encoder and generator that split an image into medical, identity and other feature vectors.
 
 Shapes use ``B`` for the batch, ``S`` for the image side (a power of two, 64 and up), ``L`` for the
-latent grid side (``latent_size``, 8 by default) and ``D`` for ``spatial_dims`` (2 for radiographs;
+latent grid side (``latent_size``, 16 by default) and ``D`` for ``spatial_dims`` (2 for radiographs;
 the blocks are dimension-agnostic).
 
 * **identity** — a coarse feature map ``(B, C_id, L, …)`` of the anatomy, passed around flattened as a
@@ -38,15 +38,16 @@ class DisentanglerConfig:
 
     spatial_dims: int = 2
     image_size: int = 64
-    latent_size: int = 8
+    latent_size: int = 16
     medical_dim: int = 16
     identity_channels: int = 4
     identity_embedding_dim: int = 64
     other_dim: int = 8
-    channels: Sequence[int] = field(default_factory=lambda: (16, 32, 64))
-    decoder_channels: Sequence[int] = field(default_factory=lambda: (64, 32, 16))
+    channels: Sequence[int] = field(default_factory=lambda: (16, 32))
+    decoder_channels: Sequence[int] = field(default_factory=lambda: (32, 16))
+    global_channels: Sequence[int] = field(default_factory=lambda: (64, 64))
     subunits: int = 1
-    norm: str | tuple | None = ("group", {"num_groups": 4})
+    norm: str | tuple | None = None
     act: str | tuple = ("leakyrelu", {"negative_slope": 0.2})
 
     def __post_init__(self) -> None:
@@ -54,6 +55,8 @@ class DisentanglerConfig:
             raise ValueError(f"image_size must be a power of two >= 16, got {self.image_size}")
         if self.latent_size < 2 or self.image_size % self.latent_size or self.latent_size & (self.latent_size - 1):
             raise ValueError(f"latent_size must be a power of two dividing image_size, got {self.latent_size}")
+        if self.latent_size < 2 ** len(self.global_channels):
+            raise ValueError("latent_size is too small for the number of global_channels levels")
         levels = self.levels
         self.channels = _fit_levels(tuple(self.channels), levels, grow=True)
         self.decoder_channels = _fit_levels(tuple(self.decoder_channels), levels, grow=False)
@@ -122,13 +125,19 @@ class Encoder(nn.Module):
             prev = ch
         self.features = nn.Sequential(*layers)
         self.identity = Convolution(d, prev, cfg.identity_channels, kernel_size=1, conv_only=True)
-        flat = prev * cfg.latent_size**d
+        # a global branch below the latent grid (more context for the finding and the acquisition)
+        glob: list[nn.Module] = []
+        for ch in cfg.global_channels:
+            glob.append(ResidualUnit(d, prev, ch, strides=2, subunits=cfg.subunits, act=cfg.act, norm=cfg.norm))
+            prev = ch
+        self.globals = nn.Sequential(*glob)
+        flat = prev * (cfg.latent_size // 2 ** len(cfg.global_channels)) ** d
         self.medical = nn.Linear(flat, cfg.medical_dim)
         self.other = nn.Linear(flat, cfg.other_dim)
 
     def forward(self, x: torch.Tensor) -> Features:
         h = self.features(torch.cat([x, coordinate_channels(x.shape[0], x.shape[2:], x)], 1))
-        flat = torch.flatten(h, 1)
+        flat = torch.flatten(self.globals(h), 1)
         return Features(self.medical(flat), torch.flatten(self.identity(h), 1), self.other(flat))
 
 

@@ -1,0 +1,108 @@
+"""A DICOMweb datastore: the server's studies are a real Orthanc (Debian ``orthanc`` + ``orthanc-dicomweb``)
+started here on loopback only, non-default ports, storage in tmp, with a config file written here."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import requests
+from server_testlib import DICOMWEB_PLUGIN, ORTHANC, Orthanc, nifti_pixels, start_server
+
+pytestmark = pytest.mark.skipif(not Path(ORTHANC).exists() or not DICOMWEB_PLUGIN.exists(),
+                                reason="Orthanc with the DICOMweb plugin is not installed")
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory, study_template):
+    pacs = Orthanc(tmp_path_factory.mktemp("orthanc")).start()
+    pacs.upload(sorted(Path(study_template, "images").glob("*.dcm")))
+    yield pacs
+    pacs.stop()
+
+
+@pytest.fixture(scope="module")
+def dw_server(tmp_path_factory, tiny_model, orthanc):
+    srv = start_server(tmp_path_factory.mktemp("dicomweb-server") / "work", orthanc.dicomweb, tiny_model,
+                       "--workers", "1")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def series(study_template) -> dict[str, Path]:
+    """Series Instance UID -> the original file."""
+    return {str(pydicom.dcmread(str(p), stop_before_pixels=True).SeriesInstanceUID): p
+            for p in sorted(Path(study_template, "images").glob("*.dcm"))}
+
+
+def test_orthanc_is_loopback_only(orthanc):
+    config = json.loads((orthanc.folder / "orthanc.json").read_text())
+    assert config["RemoteAccessAllowed"] is False and config["DicomServerEnabled"] is False
+    assert config["HttpPort"] != 8042 and config["DicomPort"] != 4242
+
+
+def test_datastore_lists_the_pacs_series(dw_server, series):
+    info = dw_server.get("/info/").json()
+    assert info["datastore"]["total"] == len(series)
+    assert "anonymize" in info["models"]
+
+
+def test_infer_on_a_series_from_the_pacs(dw_server, series, reference_model):
+    uid, path = next(iter(series.items()))
+    r = dw_server.post(f"/infer/anonymize?image={uid}&output=image", data={"params": json.dumps({"seed": 8})})
+    assert r.status_code == 200, r.text
+    out = dw_server.workdir / "dw.nii"
+    out.write_bytes(r.content)
+    data, affine = nifti_pixels(out)
+    from monai_anon_app.dicom.pixels import read_dicom_image
+
+    pixels = read_dicom_image(path).pixels
+    expected = reference_model.anonymize(pixels, seed=8).image
+    np.testing.assert_allclose(data[:, :, 0].T, expected, atol=1e-5 * float(np.ptp(pixels)))
+    spacing = [float(v) for v in pydicom.dcmread(str(path), stop_before_pixels=True).ImagerPixelSpacing]
+    np.testing.assert_allclose(np.diag(affine)[:2], [-spacing[1], -spacing[0]], atol=1e-6)
+
+
+def test_image_info_on_pacs_series_feeds_training_labels(dw_server, series):
+    uid = next(iter(series))
+    r = dw_server.request("PUT", f"/datastore/image/info?image={uid}",
+                          data={"info": json.dumps({"patient_id": "P-DW", "finding": "nodule"})})
+    assert r.status_code == 200, r.text
+    info = dw_server.get(f"/datastore/image/info?image={uid}").json()
+    assert info["patient_id"] == "P-DW" and info["finding"] == "nodule"
+
+
+def test_unknown_series_is_404(dw_server):
+    r = dw_server.post("/infer/anonymize?image=1.2.3.4.5&output=json")
+    assert r.status_code == 404 and "not on the DICOMweb server" in r.json()["detail"]
+
+
+def test_export_stores_the_anonymized_study_back(dw_server, orthanc, series):
+    uid, path = next(iter(series.items()))
+    original = pydicom.dcmread(str(path))
+    r = dw_server.post(f"/infer/export?image={uid}&output=json", data={"params": json.dumps({"seed": 2, "stow": True})})
+    assert r.status_code == 200, r.text
+    result = r.json()
+    (study,) = result["stow"]["study_uids"]
+    assert study != original.StudyInstanceUID and result["summary"]["done"] == 1
+    found = requests.get(f"{orthanc.dicomweb}/studies", params={"StudyInstanceUID": study}, timeout=30).json()
+    assert len(found) == 1
+    name = found[0].get("00100010", {}).get("Value", [{}])[0].get("Alphabetic", "")
+    assert name != str(original.PatientName)
+    # and the zip the client gets matches what was stored
+    z = dw_server.post(f"/infer/export?image={uid}&output=image", data={"params": json.dumps({"seed": 2})})
+    with zipfile.ZipFile(io.BytesIO(z.content)) as zf:
+        assert len(zf.namelist()) == 1
+
+
+@pytest.fixture(scope="module")
+def reference_model(tiny_model):
+    from monai_anon_app.inference import Anonymizer
+
+    return Anonymizer.load(tiny_model)

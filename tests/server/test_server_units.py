@@ -1,0 +1,183 @@
+"""Fast checks of the app's building blocks, without a server."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from monai_anon_app.tasks.errors import RequestError, sentence
+from monai_anon_app.tasks.options import Option, parse_options, parse_params_json
+
+
+def test_options_are_parsed_strictly():
+    opts = (Option("seed", int, None, "", minimum=0, nullable=True), Option("mode", str, "full", "",
+                                                                           choices=("full", "residual")))
+    assert parse_options(opts, {}) == {"seed": None, "mode": "full"}
+    assert parse_options(opts, {"seed": 3.0, "client_id": "slicer"}) == {"seed": 3, "mode": "full"}
+    for bad in ({"seed": True}, {"seed": -1}, {"seed": "3"}, {"mode": "x"}, {"mode": None}, {"other": 1}):
+        with pytest.raises(RequestError) as e:
+            parse_options(opts, bad)
+        assert e.value.status == 422 and e.value.message.endswith(".")
+    assert parse_params_json("") == {} and parse_params_json('{"a": 1}') == {"a": 1}
+    for bad in ("{", "[]", "3", '"x"'):
+        with pytest.raises(RequestError):
+            parse_params_json(bad)
+
+
+def test_messages_are_one_sentence():
+    assert sentence("unknown class 'x'") == "Unknown class 'x'."
+    assert sentence("notes.txt is not an image") == "notes.txt is not an image."
+    assert sentence("line one\n  line two.") == "Line one line two."
+
+
+def test_ids_with_path_components_are_refused():
+    from monai_anon_app.tasks.asgi import check_id
+
+    assert check_id("1.2.840.113619.2.55") == "1.2.840.113619.2.55"
+    assert check_id("PH000_v01") == "PH000_v01"
+    for bad in ("../etc/passwd", "/etc/passwd", "a/b", "a\\b", "..", "~root", "x\x00y", "", "-rf"):
+        with pytest.raises(RequestError) as e:
+            check_id(bad)
+        assert e.value.status == 400
+
+
+def test_loopback_detection():
+    from monai_anon_app.tasks.serve import is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and is_loopback("127.5.5.5")
+    assert not is_loopback("0.0.0.0") and not is_loopback("::") and not is_loopback("192.0.2.1")
+    assert not is_loopback("no-such-host.invalid")
+
+
+def test_probe_format_trusts_content_not_names(tmp_path):
+    from server_testlib import make_study, write_nifti, write_png16
+
+    from monai_anon_app.tasks.inputs import probe_format
+
+    png = write_png16(tmp_path / "a.png", np.ones((16, 16)))
+    nii = write_nifti(tmp_path / "b.nii.gz", np.ones((16, 16), np.float32), np.eye(4))
+    study = make_study(tmp_path / "s", patients=2, images_per_patient=1, size=32)
+    dcm = next((study / "images").glob("*.dcm"))
+    for src, fmt in ((png, "png"), (nii, "nifti"), (dcm, "dicom")):
+        renamed = tmp_path / f"upload-{fmt}.bin"
+        shutil.copy(src, renamed)
+        assert probe_format(src) == fmt and probe_format(renamed) == fmt
+    (tmp_path / "x.dcm").write_text("not dicom at all")
+    assert probe_format(tmp_path / "x.dcm") is None
+
+
+def test_dicom_geometry_affine():
+    from monai_anon_app.tasks.inputs import _lps_affine
+
+    a = _lps_affine((2.0, 3.0), None, None)
+    np.testing.assert_allclose(a, np.diag([-3.0, -2.0, 1.0, 1.0]))
+    a = _lps_affine((2.0, 3.0), [10, 20, 30], [0, 1, 0, 0, 0, -1])
+    np.testing.assert_allclose(a[:3, 3], [-10, -20, 30])
+    np.testing.assert_allclose(a[:3, 0], [0, -3, 0])
+    np.testing.assert_allclose(a[:3, 1], [0, 0, -2])
+
+
+def test_model_store_publishes_atomically(tmp_path, tiny_model):
+    from monai_anon_app.tasks.models import ModelStore
+
+    store = ModelStore(tiny_model, tmp_path / "published")
+    assert store.current_dir() == tiny_model and store.published() is None
+    first = store.checksum()
+    staged = store.staging_dir()
+    for f in tiny_model.iterdir():
+        if f.is_file():
+            shutil.copy2(f, staged / f.name)
+    (staged / "calibration.json").write_text((tiny_model / "calibration.json").read_text().replace("{", '{"x": 1,', 1))
+    target = store.publish(staged)
+    assert store.current_dir() == target and not staged.exists()
+    assert store.checksum() != first and store.name().endswith(target.name)
+    assert store.anonymizer().checksum == store.checksum()
+    store.clean_staging()
+    assert not list((tmp_path / "published").glob(".staging-*"))
+    # a missing model: no crash, a clear reason
+    empty = ModelStore(tmp_path / "nothing", tmp_path / "p2")
+    assert not empty.available() and empty.describe()["available"] is False
+    from monai_anon_app.errors import ModelError
+
+    with pytest.raises(ModelError, match="no trained model"):
+        empty.anonymizer()
+
+
+def test_labels_csv_goes_into_image_info(tmp_path):
+    from server_testlib import make_study
+
+    from monai_anon_app.tasks.datastore import make_local_datastore, training_records
+
+    study = make_study(tmp_path / "study", patients=3, images_per_patient=2, size=32)
+    ds = make_local_datastore(str(study), ["*.nii.gz", "*.png"], auto_reload=False, read_only=False)
+    with open(study / "labels.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(ds.list_images()) == len(rows) + 2  # + the unlabelled NIfTI and PNG
+    for row in rows:
+        info = ds.get_image_info(Path(row["file"]).name[:-4])
+        assert info["patient_id"] == row["patient_id"] and info["finding"] == row["finding"]
+    records, skipped = training_records(ds)
+    assert len(records) == len(rows) and sorted(skipped) == ["oblique", "radiograph16"]
+    assert not (Path(__file__).resolve().parents[2] / "monai_anon_app" / "data" / "sample_study" / "datastore_v2.json"
+                ).exists()
+
+
+def test_serve_without_studies_uses_a_copy_of_the_sample_study(tmp_path):
+    from monai_anon_app.tasks.serve import build_command
+    from monai_anon_app.tasks.workspace import SAMPLE_STUDY, prepare_app_dir, prepare_sample_study
+
+    study = prepare_sample_study(tmp_path)
+    assert study.parent == tmp_path and (study / "labels.csv").is_file()
+    assert SAMPLE_STUDY not in study.parents
+    assert prepare_sample_study(tmp_path) == study  # copied once
+    app_dir = prepare_app_dir(tmp_path)
+    assert "from monai_anon_app.main import AnonymizationApp" in (app_dir / "main.py").read_text()
+    args = argparse.Namespace(conf=[], model=None, workers=None, threads=None, host="127.0.0.1", port=8000,
+                              log_level="info", root_path="", ssl_certfile=None, ssl_keyfile=None, ssl_ca_certs=None,
+                              auth_realm=None, auth_client_id="monailabel-app")
+    cmd, env = build_command(args, app_dir, str(study), tmp_path)
+    assert cmd[1:4] == ["-m", "monailabel.main", "start_server"]
+    assert cmd[cmd.index("--app") + 1] == str(app_dir)
+    assert "use_pretrained_model" in cmd and env["MONAI_LABEL_AUTH_ENABLE"] == "false"
+
+
+def test_result_nifti_keeps_geometry_and_drops_header_extensions(tmp_path):
+    import nibabel as nib
+    from server_testlib import oblique_affine, smooth_image
+
+    from monai_anon_app.tasks.inputs import load_input, write_result
+
+    pixels = smooth_image((40, 56), -500.0, 900.0)
+    img = nib.Nifti1Image(np.ascontiguousarray(pixels.T[:, :, None]), oblique_affine())
+    img.header.extensions.append(nib.nifti1.Nifti1Extension("comment", b"Patient: Jane Doe, MRN 1234"))
+    nib.save(img, str(tmp_path / "in.nii"))
+    src = load_input(tmp_path / "in.nii", 8192)
+    out = write_result(tmp_path / "out.nii", src, [src.image.pixels * 2, src.image.pixels])
+    back = nib.load(str(out))
+    assert back.shape == (56, 40, 2) and back.get_data_dtype() == np.float32
+    np.testing.assert_allclose(back.affine, oblique_affine(), atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(back.dataobj)[:, :, 0].T, pixels * 2)
+    assert len(back.header.extensions) == 0 and b"Jane Doe" not in out.read_bytes()
+
+
+def test_missing_model_answers_503_in_process(tmp_path):
+    from monai_anon_app.tasks.infer import AnonymizeTask
+    from monai_anon_app.tasks.models import ModelStore
+    from monai_anon_app.tasks.runtime import Runtime
+
+    runtime = Runtime.from_conf(tmp_path, {"model": str(tmp_path / "none"), "tmp_dir": str(tmp_path / "tmp")})
+    task = AnonymizeTask(ModelStore(runtime.model_base, runtime.publish_root), runtime)
+    assert task.info()["model"]["available"] is False and task.info()["labels"] == []
+    png = tmp_path / "x.png"
+    from server_testlib import write_png16
+
+    write_png16(png, np.full((32, 32), 100.0))
+    with pytest.raises(RequestError) as e:
+        task({"image": str(png), "seed": 1})
+    assert e.value.status == 503 and "no trained model" in e.value.message.lower()
+    assert not any((tmp_path / "tmp").glob("req-*"))
