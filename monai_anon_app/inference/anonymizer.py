@@ -137,11 +137,14 @@ class Anonymizer:
         cfg = load_config(d / "config.yaml")
         bank = CaseBank.load(d / "bank.pt")
         state = torch.load(d / "model.pt", map_location="cpu", weights_only=True)
-        n_patients = state["identity_head.weight"].shape[0]
-        model = DisentanglementModel(cfg.model, len(cfg.classes), n_patients)
-        model.load_state_dict(state)
-        vae = IdentityVAE(cfg.model.identity_dim, cfg.vae_latent_dim)
-        vae.load_state_dict(torch.load(d / "identity_vae.pt", map_location="cpu", weights_only=True))
+        try:
+            model = DisentanglementModel(cfg.model, len(cfg.classes), state["identity_head.weight"].shape[0])
+            model.load_state_dict(state)
+            vae = IdentityVAE(cfg.model.identity_dim, cfg.vae_latent_dim)
+            vae.load_state_dict(torch.load(d / "identity_vae.pt", map_location="cpu", weights_only=True))
+        except (RuntimeError, KeyError) as exc:
+            raise ModelError(f"the weights in {d} do not fit this version of monai-anon's networks "
+                             f"({str(exc).splitlines()[0][:120]}); retrain the model") from None
         return cls(model, vae, bank, load_json(d / "calibration.json"), cfg, checksum(d))
 
     @property

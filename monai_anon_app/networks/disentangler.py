@@ -11,11 +11,14 @@ the blocks are dimension-agnostic).
   identity distance.
 * **medical** ``(B, M)`` and **other** ``(B, O)`` — plain vectors from the flattened encoder features.
 
-The generator is structured: ``image = intensity(anatomy(identity) + finding(identity, medical), other)``.
+The generator is structured:
+``image = intensity(warp(anatomy(identity) + finding(identity, medical), pose(other)), other)``; the
+encoder undoes the pose before it reads identity and medical content, so both live in a canonical
+frame shared by all visits of a patient.
 The finding branch sees the medical vector broadcast over the grid next to coordinate channels, so it
 can draw a finding at a position the vector encodes; swapping the medical vector can only change this
-additive residual, which keeps counterfactual edits local. ``other`` drives a pointwise intensity curve
-(gamma, gain, offset).
+additive residual, which keeps counterfactual edits local. ``other`` drives the pose (an affine warp)
+and a pointwise intensity curve (gamma, gain, offset).
 """
 
 from __future__ import annotations
@@ -27,9 +30,18 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 from monai.networks.blocks import Convolution, ResidualUnit, UpSample
+from monai.networks.layers import AffineTransform
 from torch import nn
 
-__all__ = ["DisentanglerConfig", "Encoder", "Features", "Generator", "IdentityProjector", "coordinate_channels"]
+__all__ = [
+    "DisentanglerConfig",
+    "Encoder",
+    "Features",
+    "Generator",
+    "IdentityProjector",
+    "PoseHead",
+    "coordinate_channels",
+]
 
 
 @dataclass
@@ -110,10 +122,10 @@ class Features:
         return Features(self.medical[idx], self.identity[idx], self.other[idx])
 
 
-class Encoder(nn.Module):
-    """``(B, 1, S, …) -> Features``: strided residual units down to the ``L`` grid, then the three heads."""
+class _Trunk(nn.Module):
+    """``(B, 1, S, …) -> (B, C, L, …)`` grid features and ``(B, F)`` flattened global features."""
 
-    def __init__(self, cfg: DisentanglerConfig, in_channels: int = 1) -> None:
+    def __init__(self, cfg: DisentanglerConfig, in_channels: int) -> None:
         super().__init__()
         d = cfg.spatial_dims
         layers: list[nn.Module] = [
@@ -123,22 +135,72 @@ class Encoder(nn.Module):
         for ch in cfg.channels:
             layers.append(ResidualUnit(d, prev, ch, strides=2, subunits=cfg.subunits, act=cfg.act, norm=cfg.norm))
             prev = ch
-        self.features = nn.Sequential(*layers)
-        self.identity = Convolution(d, prev, cfg.identity_channels, kernel_size=1, conv_only=True)
-        # a global branch below the latent grid (more context for the finding and the acquisition)
+        self.grid = nn.Sequential(*layers)
+        self.grid_channels = prev
         glob: list[nn.Module] = []
         for ch in cfg.global_channels:
             glob.append(ResidualUnit(d, prev, ch, strides=2, subunits=cfg.subunits, act=cfg.act, norm=cfg.norm))
             prev = ch
-        self.globals = nn.Sequential(*glob)
-        flat = prev * (cfg.latent_size // 2 ** len(cfg.global_channels)) ** d
-        self.medical = nn.Linear(flat, cfg.medical_dim)
-        self.other = nn.Linear(flat, cfg.other_dim)
+        self.glob = nn.Sequential(*glob)
+        self.flat_features = prev * (cfg.latent_size // 2 ** len(cfg.global_channels)) ** d
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.grid(torch.cat([x, coordinate_channels(x.shape[0], x.shape[2:], x)], 1))
+        return h, torch.flatten(self.glob(h), 1)
+
+
+class PoseHead(nn.Module):
+    """``(B, O)`` other vector -> ``(B, D, D+1)`` affine pose (identity at initialisation).
+
+    The generator renders in a canonical frame and warps by the pose; the encoder undoes the pose
+    before it reads the anatomy, so identity maps of different visits of a patient line up.
+    """
+
+    def __init__(self, cfg: DisentanglerConfig, max_offset: float = 0.25) -> None:
+        super().__init__()
+        d = cfg.spatial_dims
+        self.linear = nn.Linear(cfg.other_dim, d * (d + 1))
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+        self.max_offset = max_offset
+        self.register_buffer("eye", torch.eye(d, d + 1), persistent=False)
+        self.warp = AffineTransform(normalized=True, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    def forward(self, other: torch.Tensor) -> torch.Tensor:
+        return self.eye + self.max_offset * torch.tanh(self.linear(other)).view(-1, *self.eye.shape)
+
+    @staticmethod
+    def inverse(theta: torch.Tensor) -> torch.Tensor:
+        """Inverse of ``(B, D, D+1)`` affine matrices."""
+        a, t = theta[..., :-1], theta[..., -1:]
+        a_inv = torch.linalg.inv(a)
+        return torch.cat([a_inv, -a_inv @ t], -1)
+
+
+class Encoder(nn.Module):
+    """``(B, 1, S, …) -> Features``.
+
+    A first trunk reads the acquisition (**other**, which sets the pose); the image is warped back to
+    the canonical pose; a second trunk reads the canonical image into the **identity** grid and the
+    **medical** vector.
+    """
+
+    def __init__(self, cfg: DisentanglerConfig, in_channels: int = 1) -> None:
+        super().__init__()
+        self.acquisition = _Trunk(cfg, in_channels)
+        self.other = nn.Linear(self.acquisition.flat_features, cfg.other_dim)
+        self.pose = PoseHead(cfg)
+        self.canonical = _Trunk(cfg, in_channels)
+        self.identity = Convolution(cfg.spatial_dims, self.canonical.grid_channels, cfg.identity_channels,
+                                    kernel_size=1, conv_only=True)
+        self.medical = nn.Linear(self.canonical.flat_features, cfg.medical_dim)
 
     def forward(self, x: torch.Tensor) -> Features:
-        h = self.features(torch.cat([x, coordinate_channels(x.shape[0], x.shape[2:], x)], 1))
-        flat = torch.flatten(self.globals(h), 1)
-        return Features(self.medical(flat), torch.flatten(self.identity(h), 1), self.other(flat))
+        _, flat = self.acquisition(x)
+        other = self.other(flat)
+        canonical_image = self.pose.warp(x, PoseHead.inverse(self.pose(other)))
+        grid, flat = self.canonical(canonical_image)
+        return Features(self.medical(flat), torch.flatten(self.identity(grid), 1), other)
 
 
 class GridDecoder(nn.Module):
@@ -170,6 +232,7 @@ class Generator(nn.Module):
         self.grid = (cfg.identity_channels,) + (cfg.latent_size,) * d
         self.anatomy = GridDecoder(cfg, cfg.identity_channels, 1)
         self.finding = GridDecoder(cfg, cfg.identity_channels + cfg.medical_dim + d, 1)
+        self.pose = PoseHead(cfg)
         self.intensity = nn.Linear(cfg.other_dim, 3)
         nn.init.zeros_(self.intensity.weight)
         nn.init.zeros_(self.intensity.bias)
@@ -180,7 +243,7 @@ class Generator(nn.Module):
         spatial = grid.shape[2:]
         medical = f.medical.view(b, -1, *([1] * len(spatial))).expand(-1, -1, *spatial)
         residual = self.finding(torch.cat([grid, medical, coordinate_channels(b, spatial, grid)], 1))
-        canonical = self.anatomy(grid) + residual
+        canonical = self.pose.warp(self.anatomy(grid) + residual, self.pose(f.other))
         log_gamma, gain, bias = (0.5 * torch.tanh(self.intensity(f.other))).unbind(1)
         view = (-1,) + (1,) * (canonical.dim() - 1)
         positive = F.softplus(canonical, beta=20) + 1e-4

@@ -18,6 +18,7 @@ __all__ = ["LossWeights", "TrainConfig", "load_config"]
 class LossWeights:
     reconstruction: float = 1.0
     ssim: float = 1.0
+    cross_visit: float = 1.0
     medical: float = 0.2
     identity: float = 0.2
     contrastive: float = 0.2

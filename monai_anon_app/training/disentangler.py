@@ -100,6 +100,18 @@ class DisentanglerTrainer:
         tmp.replace(self.out_dir / CHECKPOINT)
 
     # -- one step -----------------------------------------------------------------------------------
+    @staticmethod
+    def _partners(p: torch.Tensor) -> torch.Tensor:
+        """For each image, the index of another image of the same patient in the batch (itself if none)."""
+        same = (p[:, None] == p[None, :]).float()
+        same.fill_diagonal_(0)
+        has = same.sum(1) > 0
+        # the next same-patient image in batch order, cyclically
+        order = torch.arange(len(p))
+        dist = (order[None, :] - order[:, None]) % len(p)
+        dist = torch.where(same > 0, dist, torch.full_like(dist, len(p) + 1))
+        return torch.where(has, dist.argmin(1), order)
+
     def _perms(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
         """A donor per slot; the identity donor is another patient wherever the batch allows it."""
         b = p.shape[0]
@@ -119,9 +131,13 @@ class DisentanglerTrainer:
         f = m.encoder(x)
         rec, residual = m.generator(f, return_residual=True)
         emb = m.identity_embedding(f.identity)
+        # cross-visit reconstruction: the identity grid of another visit of the same patient must do, so
+        # everything that changes between visits (finding, acquisition) has to come from the other slots
+        cross = m.generator(f.replace(identity=f.identity[self._partners(p)]))
         losses = {
             "l1": F.l1_loss(rec, x),
             "ssim": self.ssim(rec.clamp(0, 1), x),
+            "cross": F.l1_loss(cross, x) + self.ssim(cross.clamp(0, 1), x),
             "med": F.cross_entropy(m.medical_head(f.medical), y),
             "id": F.cross_entropy(m.identity_head(emb), p),
             "con": supervised_contrastive(emb, p),
@@ -147,7 +163,8 @@ class DisentanglerTrainer:
         fake = torch.cat([rec, mix]) if swap_on else rec
         if adv_on:
             losses["adv"] = hinge_g_loss(self.disc(random_crops(fake, crop, self.gen))[-1])
-        total = (w.reconstruction * losses["l1"] + w.ssim * losses["ssim"] + w.medical * losses["med"]
+        total = (w.reconstruction * losses["l1"] + w.ssim * losses["ssim"] + w.cross_visit * losses["cross"]
+                 + w.medical * losses["med"]
                  + w.identity * losses["id"] + w.contrastive * losses["con"]
                  + w.finding_sparsity * losses["sparse"] + w.leakage * losses["leak"])
         if adv_on:
