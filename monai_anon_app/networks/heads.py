@@ -7,32 +7,19 @@ import torch.nn.functional as F
 from monai.networks.nets import PatchDiscriminator
 from torch import nn
 
-__all__ = ["CosineClassifier", "IdentityVAE", "LeakageAdversary", "MedicalHead", "make_discriminator"]
-
-
-class LeakageAdversary(nn.Module):
-    """Predicts the finding from a vector that should not carry it: ``(B, F) -> (B, n_classes)``.
-
-    See :func:`monai_anon_app.training.disentangler.leakage_loss` for how it is trained against the encoder.
-    """
-
-    def __init__(self, in_features: int, n_classes: int, hidden: int = 64) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, n_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+__all__ = ["CosineClassifier", "IdentityVAE", "MedicalHead", "make_discriminator"]
 
 
 class MedicalHead(nn.Module):
-    """``(B, M) -> (B, n_classes)`` logits of the finding."""
+    """``(B, F) -> (B, n_classes)`` logits of the finding: the medical head on the medical vector, and
+    the leakage adversaries that look for the finding in vectors that must not carry it."""
 
     def __init__(self, in_features: int, n_classes: int, hidden: int = 64) -> None:
         super().__init__()
         self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, n_classes))
 
-    def forward(self, medical: torch.Tensor) -> torch.Tensor:
-        return self.net(medical)
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features)
 
 
 class CosineClassifier(nn.Module):

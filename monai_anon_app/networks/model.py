@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .disentangler import DisentanglerConfig, Encoder, Generator, IdentityProjector
-from .heads import CosineClassifier, LeakageAdversary, MedicalHead
+from .heads import CosineClassifier, MedicalHead
 
 __all__ = ["DisentanglementModel"]
 
@@ -24,8 +24,8 @@ class DisentanglementModel(nn.Module):
         self.identity_projector = IdentityProjector(cfg)
         self.identity_head = CosineClassifier(cfg.identity_embedding_dim, n_patients)
         # adversaries that look for the finding where it must not be (identity map, other vector)
-        self.finding_in_identity = LeakageAdversary(cfg.identity_dim, n_classes)
-        self.finding_in_other = LeakageAdversary(cfg.other_dim, n_classes)
+        self.finding_in_identity = MedicalHead(cfg.identity_dim, n_classes)
+        self.finding_in_other = MedicalHead(cfg.other_dim, n_classes)
 
     def identity_embedding(self, identity: torch.Tensor) -> torch.Tensor:
         """``(B, I)`` identity vectors -> ``(B, E)`` embeddings (the space of every identity distance)."""
