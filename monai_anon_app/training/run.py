@@ -12,12 +12,12 @@ from tqdm import tqdm
 from ..data.datasets import ImageSet, from_cohort, load_folder
 from ..data.phantoms import Cohort
 from ..inference.model_dir import CaseBank, save_json
-from ..networks import DisentanglementModel
+from ..networks import DisentanglementModel, IdentityVAE
 from .config import TrainConfig
 from .disentangler import DisentanglerTrainer, StepLog, encode_all
 from .identity_vae import calibrate_novelty, nearest_distance, train_identity_vae
 
-__all__ = ["build_bank", "load_training_data", "train_model"]
+__all__ = ["build_bank", "fit_identity_generator", "load_training_data", "train_model"]
 
 
 def load_training_data(cfg: TrainConfig) -> ImageSet:
@@ -41,6 +41,31 @@ def build_bank(model: DisentanglementModel, data: ImageSet, classes: list[str]) 
     identities = torch.stack([emb[pidx == i].mean(0) for i in range(len(patients))])
     return CaseBank(feats["medical"], feats["other"], finding, prob[torch.arange(len(finding)), finding], pidx,
                     identities)
+
+
+def fit_identity_generator(model: DisentanglementModel, train: ImageSet, held_out: ImageSet,
+                           keep_away: torch.Tensor, cfg: TrainConfig, steps: int | None = None,
+                           seed: int | None = None,
+                           on_step: Callable[[int, dict[str, float]], None] | None = None) -> tuple[IdentityVAE, dict]:
+    """Train the identity VAE on ``train``'s identity vectors and calibrate the novelty threshold on
+    ``held_out`` patients against ``keep_away`` (identity embeddings ``(P, E)`` of the patients synthetic
+    identities must stay away from). Returns the VAE and the calibration record."""
+    steps = cfg.vae_steps if steps is None else steps
+    seed = cfg.seed if seed is None else seed
+    with torch.no_grad():
+        held_emb = model.identity_embedding(encode_all(model, held_out.images)["identity"])
+    calibration = calibrate_novelty(held_emb, keep_away, cfg.novelty_quantile)
+    vae = train_identity_vae(
+        encode_all(model, train.images)["identity"], keep_away, model.identity_projector, model.identity_head,
+        cfg.vae_latent_dim, steps, margin=calibration["held_out_nearest_median"], beta=cfg.vae_beta,
+        away_weight=cfg.vae_away_weight, entropy_weight=cfg.vae_entropy_weight, seed=seed, on_step=on_step)
+    with torch.no_grad():
+        samples = model.identity_embedding(vae.sample(1000, torch.Generator().manual_seed(seed)))
+    calibration["vae_acceptance_rate"] = float((nearest_distance(samples, keep_away)
+                                                >= calibration["threshold"]).float().mean())
+    calibration["train_patients"] = len(set(train.patient_ids))
+    calibration["held_out_patients"] = len(set(held_out.patient_ids))
+    return vae, calibration
 
 
 def train_model(cfg: TrainConfig, out_dir: str | Path, progress: bool = True,
@@ -70,23 +95,10 @@ def train_model(cfg: TrainConfig, out_dir: str | Path, progress: bool = True,
     if trainer.step < cfg.steps:
         return out  # stopped early: the checkpoint lets a later call resume
     bank = build_bank(model, train, cfg.classes)
-    with torch.no_grad():
-        held_ids = model.identity_embedding(encode_all(model, held_out.images)["identity"])
-    calibration = calibrate_novelty(held_ids, bank.identities, cfg.novelty_quantile)
     vbar = tqdm(total=cfg.vae_steps, desc="identity VAE", unit="step", disable=not progress)
-    vae = train_identity_vae(
-        encode_all(model, train.images)["identity"], bank.identities, model.identity_projector, model.identity_head,
-        cfg.vae_latent_dim,
-        cfg.vae_steps, margin=calibration["held_out_nearest_median"], beta=cfg.vae_beta,
-        away_weight=cfg.vae_away_weight, entropy_weight=cfg.vae_entropy_weight, seed=cfg.seed,
-        on_step=lambda *_: vbar.update(1))
+    vae, calibration = fit_identity_generator(model, train, held_out, bank.identities, cfg,
+                                              on_step=lambda *_: vbar.update(1))
     vbar.close()
-    with torch.no_grad():
-        samples = model.identity_embedding(vae.sample(1000, torch.Generator().manual_seed(cfg.seed)))
-    calibration["vae_acceptance_rate"] = float((nearest_distance(samples, bank.identities)
-                                                >= calibration["threshold"]).float().mean())
-    calibration["train_patients"] = len(set(train.patient_ids))
-    calibration["held_out_patients"] = len(set(held_out.patient_ids))
     calibration["training_seconds"] = round(time.perf_counter() - t0, 1)
     torch.save(model.state_dict(), out / "model.pt")
     torch.save(vae.state_dict(), out / "identity_vae.pt")
