@@ -43,8 +43,15 @@ class BatchSummary:
                 f"{n_skip} skipped{why}")
 
 
-def seed_for(base_seed: int, key: str) -> int:
-    """A per-patient seed: the same patient key and base seed always give the same synthetic identity."""
+def seed_for(base_seed: int, key: str | None) -> int:
+    """The seed of an image's synthetic identity, the one rule every command and REST task follows.
+
+    DICOM: ``key`` is the de-identifier's keyed patient key (``Deidentifier(options).identity_key(ds)``),
+    so every image of a patient gets one identity per base seed (and de-identification key). Images
+    without a patient (PNG, NIfTI: ``key`` None) use the base seed as it is.
+    """
+    if key is None:
+        return int(base_seed)
     return int.from_bytes(hashlib.sha256(f"{base_seed}:{key}".encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
@@ -137,7 +144,7 @@ def run_batch(src: Path, dst: Path, command: str, options, model: str | None = N
                 raise InputError(f"unknown class {target!r}; the model knows {', '.join(loaded[0].classes)}")
         return loaded[0]
 
-    def pixel_fn(pixels: np.ndarray, key: str) -> np.ndarray:
+    def pixel_fn(pixels: np.ndarray, key: str | None) -> np.ndarray:
         a = anonymizer()
         if command == "anonymize":
             return a.anonymize(pixels, seed=seed_for(seed, key), candidates=candidates, mode=mode).image
@@ -160,7 +167,7 @@ def run_batch(src: Path, dst: Path, command: str, options, model: str | None = N
                               "and its pixels would be kept")
             else:
                 image = read_image(path)
-                write_image(out, pixel_fn(image.pixels, "non-dicom"), _scrubbed(image))
+                write_image(out, pixel_fn(image.pixels, None), _scrubbed(image))
             summary.done += 1
         except Skipped as exc:
             summary.skipped[str(exc).split(";")[0]] += 1

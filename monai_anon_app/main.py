@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from fastapi import HTTPException
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
@@ -21,7 +22,8 @@ from monailabel.interfaces.tasks.train import TrainTask
 
 from monai_anon_app import __version__
 from monai_anon_app.tasks.datastore import AnonDICOMWebDatastore, make_local_datastore
-from monai_anon_app.tasks.infer import INFER_TASKS
+from monai_anon_app.tasks.errors import RequestError
+from monai_anon_app.tasks.infer import INFER_TASKS, in_process_request
 from monai_anon_app.tasks.models import ModelStore
 from monai_anon_app.tasks.runtime import Runtime
 from monai_anon_app.tasks.train import TRAIN_TASKS
@@ -74,6 +76,16 @@ class AnonymizationApp(MONAILabelApp):
 
     def init_trainers(self) -> dict[str, TrainTask]:
         return {cls.name: cls(self.store) for cls in TRAIN_TASKS}
+
+    def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
+        """MONAI Label's in-process inference (``monai-anon serve`` answers ``/infer`` without it): requests are
+        checked and their image resolved first (:func:`~monai_anon_app.tasks.infer.in_process_request`), and
+        refusals become HTTP errors with their status and sentence, which MONAI Label's endpoint passes on."""
+        try:
+            request = in_process_request(self._infers, request, datastore or self.datastore())
+            return super().infer(request, datastore)
+        except RequestError as exc:
+            raise HTTPException(exc.status, exc.message) from None
 
     def info(self) -> dict[str, Any]:
         info = super().info()

@@ -37,8 +37,10 @@ from monailabel.endpoints.user.auth import RBAC, User, get_current_user
 from monailabel.interfaces.utils.app import app_instance
 from starlette.requests import Request
 
+from .datastore import image_path
 from .errors import RequestError
-from .inputs import SUFFIX, probe_format
+from .infer import find_task
+from .inputs import SUFFIX, ZIP_REFUSED, check_id, client_name, probe_format
 from .options import parse_params_json
 from .pool import InferencePool
 
@@ -46,7 +48,6 @@ __all__ = ["app", "install"]
 
 logger = logging.getLogger(__name__)
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 SESSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 OUTPUTS = ("image", "json", "all")
 CHUNK = 1 << 20
@@ -64,46 +65,20 @@ def pool() -> InferencePool:
     return _pool
 
 
-def check_id(value: str, what: str = "image id") -> str:
-    """A datastore id, or 400: ids never contain path separators or ``..``."""
-    if "/" in value or "\\" in value or ".." in value or "\x00" in value or value.startswith("~"):
-        raise RequestError(400, f"{what} {value[:80]!r} is not allowed: ids cannot contain path components")
-    if not ID_PATTERN.match(value):
-        raise RequestError(400, f"{what} {value[:80]!r} is not a valid id (letters, digits, '.', '_' and '-')")
-    return value
-
-
 def resolve_image(image_id: str, what: str = "image") -> str:
-    """Local path of a datastore image (downloads a DICOMweb series); 404 when unknown (blocking)."""
-    datastore = app_instance().datastore()
-    try:
-        uri = datastore.get_image_uri(image_id)
-    except RequestError:
-        raise
-    except (IndexError, KeyError):
-        uri = ""
-    except Exception as exc:
-        logger.warning("could not fetch image %s: %s", image_id, exc)
-        raise RequestError(502, f"the {what} {image_id!r} could not be fetched from the datastore "
-                                f"({exc.__class__.__name__})") from None
-    if not uri or not os.path.exists(uri):
-        raise RequestError(404, f"{what} {image_id!r} is not in the datastore")
-    return uri
+    """Local path of a datastore image (:func:`~monai_anon_app.tasks.datastore.image_path`; blocking)."""
+    return image_path(app_instance().datastore(), image_id, what)
 
 
-def _safe_stem(filename: str | None) -> str:
-    stem = os.path.basename(filename or "").split(".")[0]
-    stem = re.sub(r"[^A-Za-z0-9_-]", "_", stem)[:64]
-    return stem or "upload"
-
-
-async def save_upload(upload: UploadFile, folder: Path, limit: int) -> Path:
-    """Copy an uploaded image into ``folder`` with a suffix matching its content (415 if not an image)."""
+async def save_upload(upload: UploadFile, folder: Path, limit: int, archives: bool = False) -> Path:
+    """Copy an uploaded image (or, with ``archives``, a zip) into ``folder`` as ``upload`` + the suffix of its
+    content (415 if it is neither). Messages name it as the client did (:func:`client_name`)."""
+    name = client_name(upload.filename)
     size = upload.size
     if size is not None and size > limit:
-        raise RequestError(413, f"the upload is {size / 2**20:.0f} MiB; the largest accepted is "
+        raise RequestError(413, f"{name} is {size / 2**20:.0f} MiB; the largest upload accepted is "
                                 f"{limit / 2**20:.0f} MiB")
-    raw = folder / f"{_safe_stem(upload.filename)}.upload"
+    raw = folder / "upload"
     written = 0
     async with await anyio.open_file(raw, "wb") as out:
         while chunk := await upload.read(CHUNK):
@@ -112,16 +87,18 @@ async def save_upload(upload: UploadFile, folder: Path, limit: int) -> Path:
                 raise RequestError(413, f"the upload exceeds the largest accepted size of {limit / 2**20:.0f} MiB")
             await out.write(chunk)
     if written == 0:
-        raise RequestError(415, f"the uploaded file {upload.filename or ''!r} is empty")
+        raise RequestError(415, f"{name} is empty")
     fmt = await run_in_threadpool(probe_format, raw)
     if fmt is None:
-        name = os.path.basename(upload.filename or "") or "the upload"
-        raise RequestError(415, f"{name} is not a PNG, NIfTI or DICOM image")
+        nor = " nor a zip of DICOM files" if archives else ""
+        raise RequestError(415, f"{name} is not a PNG, NIfTI or DICOM image{nor}")
+    if fmt == "zip" and not archives:
+        raise RequestError(415, f"{name} {ZIP_REFUSED}")
     suffix = SUFFIX[fmt]
     if fmt == "nifti":
         with open(raw, "rb") as fh:
             suffix = ".nii.gz" if fh.read(2) == b"\x1f\x8b" else ".nii"
-    final = raw.with_suffix("").with_name(raw.stem + suffix)
+    final = raw.with_name(raw.name + suffix)
     raw.rename(final)
     return final
 
@@ -180,6 +157,7 @@ def respond(result: Any, info: dict[str, Any], output: str | None, folder: Path,
 # -- endpoints ---------------------------------------------------------------------------------------
 async def infer(
     model: str,
+    request: Request,
     background_tasks: BackgroundTasks,
     image: str = "",
     session_id: str = "",
@@ -191,23 +169,26 @@ async def infer(
 ) -> Response:
     """Run an infer task (see ``docs/rest.md``)."""
     instance = app_instance()
-    task = instance._infers.get(model)
-    if task is None:
-        names = ", ".join(instance._infers) or "none"
-        raise RequestError(404, f"unknown model {model[:80]!r}; the models are {names}")
+    task = find_task(instance._infers, model)
     if output not in (None, *OUTPUTS):
         raise RequestError(422, f"output must be one of {', '.join(OUTPUTS)}, not {output[:40]!r}")
     options = task.parse(parse_params_json(params))
+    export = task.name == "export"
+    image_ids = [i for i in request.query_params.getlist("image") if i] or ([image] if image else [])
+    if len(image_ids) > 1 and not export:
+        raise RequestError(422, f"give one image id; only the export task takes several (got {len(image_ids)})")
     rt = instance.runtime
     folder = rt.request_dir()
     try:
-        from_datastore = False
+        from_datastore, input_name, extra = False, None, []
         if session_id:
-            input_path = await run_in_threadpool(_session_image, check_id(session_id, "session id"))
+            input_path, input_name = await run_in_threadpool(_session_image, check_id(session_id, "session id"))
         elif file is not None and (file.filename or file.size):
-            input_path = str(await save_upload(file, folder, rt.max_upload_bytes))
-        elif image:
-            input_path = await run_in_threadpool(resolve_image, check_id(image))
+            input_path = str(await save_upload(file, folder, rt.max_upload_bytes, archives=export))
+            input_name = client_name(file.filename)
+        elif image_ids:
+            paths = [await run_in_threadpool(resolve_image, check_id(i)) for i in dict.fromkeys(image_ids)]
+            input_path, extra = paths[0], paths[1:]
             from_datastore = True
         else:
             raise RequestError(422, "give an image id (?image=), a session id (?session_id=) or upload a file")
@@ -215,8 +196,9 @@ async def infer(
         if options.get("reference"):
             reference = await run_in_threadpool(resolve_image, check_id(options["reference"], "reference id"),
                                                 "reference image")
-        job = task.job(input_path, options, str(folder), reference, cacheable=from_datastore)
-        job.want_file = output != "json" or task.name == "export"
+        job = task.job(input_path, options, str(folder), reference, cacheable=from_datastore, input_name=input_name,
+                       extra_inputs=extra)
+        job.want_file = output != "json" or export
         job.inline = True
         result, info = await pool().run(job)
     except BaseException:
@@ -225,7 +207,9 @@ async def infer(
     return respond(result, info, output, folder, background_tasks)
 
 
-def _session_image(session_id: str) -> str:
+def _session_image(session_id: str) -> tuple[str, str | None]:
+    """The session's image (a file, or a folder of several files) and how messages name a folder (MONAI Label
+    names it after a temporary file of its own)."""
     sessions = app_instance().sessions()
     if sessions is None:
         raise RequestError(406, "sessions are disabled on this server")
@@ -234,7 +218,7 @@ def _session_image(session_id: str) -> str:
     info = sessions.get_session(session_id)
     if not info or not info.image or not os.path.exists(info.image):
         raise RequestError(404, f"session {session_id!r} does not exist or has expired")
-    return info.image
+    return info.image, ("the session's files" if os.path.isdir(info.image) else None)
 
 
 async def train(

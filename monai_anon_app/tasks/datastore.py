@@ -25,7 +25,7 @@ from pydicom.dataset import Dataset
 
 from .errors import RequestError
 
-__all__ = ["AnonDICOMWebDatastore", "import_labels", "make_local_datastore", "training_records"]
+__all__ = ["AnonDICOMWebDatastore", "image_path", "import_labels", "make_local_datastore", "training_records"]
 
 logger = logging.getLogger(__name__)
 DICOM_EXTENSIONS = ("*.dcm", "*.dicom")
@@ -150,6 +150,24 @@ class AnonDICOMWebDatastore(DICOMWebDatastore):
     def update_image_info(self, image_id: str, info: dict[str, Any]) -> None:
         self._ensure_object(image_id)
         super().update_image_info(image_id, info)
+
+
+def image_path(datastore: Datastore, image_id: str, what: str = "image") -> str:
+    """Local path of a datastore image (downloads a DICOMweb series); 404 when unknown, 502 when it cannot be
+    fetched (blocking)."""
+    try:
+        uri = datastore.get_image_uri(image_id)
+    except RequestError:
+        raise
+    except (IndexError, KeyError):
+        uri = ""
+    except Exception as exc:
+        logger.warning("could not fetch image %s: %s", image_id, exc)
+        raise RequestError(502, f"the {what} {image_id!r} could not be fetched from the datastore "
+                                f"({exc.__class__.__name__})") from None
+    if not uri or not os.path.exists(uri):
+        raise RequestError(404, f"{what} {image_id!r} is not in the datastore")
+    return uri
 
 
 def training_records(datastore: Datastore) -> tuple[list[tuple[str, str, str]], list[str]]:

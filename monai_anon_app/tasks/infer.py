@@ -9,21 +9,32 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
+from .datastore import image_path
 from .engine import DEID_FLAGS, Job, run_job
 from .errors import RequestError, as_request_error
+from .inputs import UPLOAD_NAME, check_id
 from .models import ModelStore
 from .options import MAX_SEED, Option, parse_options
 from .runtime import Runtime
 
-__all__ = ["INFER_TASKS", "AnonymizeTask", "CounterfactualTask", "ExplainTask", "ExportTask", "ModelInferTask"]
+__all__ = ["INFER_TASKS", "AnonymizeTask", "CounterfactualTask", "ExplainTask", "ExportTask", "ModelInferTask",
+           "find_task", "in_process_request"]
 
 SEED = Option("seed", int, None, "random seed (null = random; the seed used is reported back)", minimum=0,
               maximum=MAX_SEED, nullable=True)
+IDENTITY_SEED = Option("seed", int, None, "seed of the synthetic identities (null = random; reported back): a DICOM "
+                       "image gets seed_for(seed, its patient's keyed identity key), one identity per patient, so "
+                       "anonymize and export agree", minimum=0, maximum=MAX_SEED, nullable=True)
+CANDIDATES = Option("candidates", int, 8, "synthetic identities drawn; the one farthest from the patient is used",
+                    minimum=1, maximum=256)
+ANONYMIZE_MODE = Option("mode", str, "full", "full: regenerate the whole image; residual: add the model's change to "
+                        "the original (keeps fine detail, including identifying detail)", choices=("full", "residual"))
 
 
 class ModelInferTask(InferTask):
@@ -59,11 +70,12 @@ class ModelInferTask(InferTask):
         return parse_options(self.options, params)
 
     def job(self, input_path: str, options: dict[str, Any], out_dir: str, reference: str | None = None,
-            cacheable: bool = False) -> Job:
+            cacheable: bool = False, input_name: str | None = None, extra_inputs: list[str] | None = None) -> Job:
         rt = self.runtime
         return Job(task=self.name, input=input_path, options=options, out_dir=out_dir,
                    model_base=str(rt.model_base), publish_root=str(rt.publish_root), reference=reference,
-                   stow_url=self.stow_url, key_file=str(rt.key_file), max_side=rt.max_side, cacheable=cacheable)
+                   stow_url=self.stow_url, key_file=str(rt.key_file), max_side=rt.max_side, cacheable=cacheable,
+                   input_name=input_name, extra_inputs=list(extra_inputs or []), max_unzip_bytes=rt.max_unzip_bytes)
 
     def __call__(self, request: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
         """In-process run for MONAI Label's own ``app.infer``: ``request["image"]`` is a local path and the
@@ -73,8 +85,9 @@ class ModelInferTask(InferTask):
         if options.get("reference"):
             raise RequestError(422, "a reference image id is resolved by the REST endpoint only")
         out_dir = self.runtime.request_dir()
+        image = str(request["image"])
         try:
-            path, info = run_job(self.job(str(request["image"]), options, str(out_dir)))
+            path, info = run_job(self.job(image, options, str(out_dir), input_name=_upload_name(image)))
             if path is not None:  # MONAI Label removes the result file, not its folder: move it out
                 moved = out_dir.parent / f"{out_dir.name}-{Path(path).name}"
                 os.replace(path, moved)
@@ -87,16 +100,43 @@ class ModelInferTask(InferTask):
             shutil.rmtree(out_dir, ignore_errors=True)
 
 
+def _monai_label_upload(path: str) -> bool:
+    """MONAI Label's own ``/infer`` endpoint stores an upload as a ``tempfile.NamedTemporaryFile`` in the
+    system temp folder (a name the client never saw) and passes that path as the image."""
+    p = Path(path)
+    return p.parent == Path(tempfile.gettempdir()) and p.name.startswith("tmp")
+
+
+def _upload_name(path: str) -> str | None:
+    """How messages name the input of an in-process request (None: by its file name)."""
+    return UPLOAD_NAME if _monai_label_upload(path) else None
+
+
+def find_task(tasks: dict[str, Any], name: str) -> Any:
+    """The infer task ``name``; 404 with the list of models when there is none."""
+    task = tasks.get(name)
+    if task is None:
+        raise RequestError(404, f"unknown model {name[:80]!r}; the models are {', '.join(tasks) or 'none'}")
+    return task
+
+
+def in_process_request(tasks: dict[str, Any], request: dict[str, Any], datastore: Any) -> dict[str, Any]:
+    """``request`` of MONAI Label's own in-process inference (its ``/infer`` endpoint when the server was not
+    started with ``monai-anon serve``, batch inference) checked as ``monai-anon serve`` checks it, with the
+    image id resolved to its datastore file. MONAI Label itself would take *any* existing server path as an
+    image, look up an unknown id as ``""`` and answer an unknown model with a bare 500: here an unknown
+    model or image is 404, an id with path components 400; its own temporary uploads and session files pass."""
+    find_task(tasks, str(request.get("model") or ""))
+    image = request.get("image")
+    if isinstance(image, str) and "session" not in request and not _monai_label_upload(image):
+        return {**request, "image": image_path(datastore, check_id(image))}
+    return request
+
+
 class AnonymizeTask(ModelInferTask):
     name = "anonymize"
     summary = "Replace the patient's identity with a synthetic one; the finding is kept"
-    options = (
-        SEED,
-        Option("candidates", int, 8, "synthetic identities drawn; the one farthest from the patient is used",
-               minimum=1, maximum=256),
-        Option("mode", str, "full", "full: regenerate the whole image; residual: add the model's change to the "
-               "original (keeps fine detail, including identifying detail)", choices=("full", "residual")),
-    )
+    options = (IDENTITY_SEED, CANDIDATES, ANONYMIZE_MODE)
 
 
 class CounterfactualTask(ModelInferTask):
@@ -126,14 +166,21 @@ class ExportTask(ModelInferTask):
     summary = "The anonymized DICOM study (pixels and PS3.15 headers) as a zip, optionally stored back by STOW-RS"
     result = "application/zip of DICOM files <StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm"
     options = (
-        SEED,
+        IDENTITY_SEED, CANDIDATES, ANONYMIZE_MODE,
         Option("headers_only", bool, False, "de-identify headers only; pixels are kept and not claimed clean"),
         *(Option(flag, bool, False, f"PS3.15 option: {flag.replace('_', ' ')}") for flag in DEID_FLAGS),
-        Option("stow", bool, False, "also store the result on the DICOMweb datastore (STOW-RS)"),
+        Option("stow", bool, False, "also store the result on the DICOMweb datastore (STOW-RS); a failure is "
+               "reported in the JSON 'stow' and the zip is still returned"),
     )
 
     def classes(self) -> list[str]:
         return []
+
+    def parse(self, params: dict[str, Any]) -> dict[str, Any]:
+        options = super().parse(params)
+        if options["stow"] and not self.stow_url:
+            raise RequestError(422, "stow needs a DICOMweb datastore (start the server with --studies URL)")
+        return options
 
 
 INFER_TASKS: tuple[type[ModelInferTask], ...] = (AnonymizeTask, CounterfactualTask, ExplainTask, ExportTask)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +28,17 @@ from ..data.io import Image2D, atomic_write, read_image
 from ..errors import InputError
 from .errors import RequestError
 
-__all__ = ["InputImage", "dicom_files", "load_input", "nifti_bytes", "probe_format", "write_result"]
+__all__ = ["UPLOAD_NAME", "ZIP_REFUSED", "InputImage", "check_id", "client_name", "dicom_files", "load_input",
+           "nifti_bytes", "probe_format", "unpack_zip", "write_result"]
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-SUFFIX = {"png": ".png", "nifti": ".nii.gz", "dicom": ".dcm"}
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header, or the end record of an empty archive
+SUFFIX = {"png": ".png", "nifti": ".nii.gz", "dicom": ".dcm", "zip": ".zip"}
+#: how messages name an upload that came without a usable file name
+UPLOAD_NAME = "the uploaded file"
+MAX_ZIP_MEMBERS = 10_000
+ZIP_REFUSED = "is a zip archive; only the export task takes archives (of DICOM files)"
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 
 
 @dataclass
@@ -44,8 +52,29 @@ class InputImage:
     dicom_files: list[Path] = field(default_factory=list)
 
 
+def check_id(value: str, what: str = "image id") -> str:
+    """A datastore id, or 400: ids never contain path separators or ``..``."""
+    if "/" in value or "\\" in value or ".." in value or "\x00" in value or value.startswith("~"):
+        raise RequestError(400, f"{what} {value[:80]!r} is not allowed: ids cannot contain path components")
+    if not ID_PATTERN.match(value):
+        raise RequestError(400, f"{what} {value[:80]!r} is not a valid id (letters, digits, '.', '_' and '-')")
+    return value
+
+
+def client_name(filename: str | None) -> str:
+    """How messages name an upload: the client's file name (no folders, printable, at most 120 characters
+    and 200 bytes, so that it is a valid file name too), else :data:`UPLOAD_NAME`. Never the name of a file
+    on the server."""
+    base = re.split(r"[\\/]", filename or "")[-1]
+    base = " ".join("".join(ch for ch in base if ch.isprintable()).split())[:120]
+    while len(base.encode("utf-8", "surrogatepass")) > 200:
+        base = base[:-1]
+    return base if base.strip(".") else UPLOAD_NAME
+
+
 def probe_format(path: str | os.PathLike) -> str | None:
-    """``"png"``, ``"nifti"``, ``"dicom"`` or ``None`` from the file's first bytes (names are not trusted)."""
+    """``"png"``, ``"nifti"``, ``"dicom"``, ``"zip"`` or ``None`` from the file's first bytes (names are not
+    trusted)."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(352)
@@ -53,6 +82,8 @@ def probe_format(path: str | os.PathLike) -> str | None:
         return None
     if head.startswith(PNG_MAGIC):
         return "png"
+    if head.startswith(ZIP_MAGIC):
+        return "zip"
     if head[128:132] == b"DICM":
         return "dicom"
     if head[:2] == b"\x1f\x8b":
@@ -92,14 +123,70 @@ def dicom_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and is_dicom(p))
 
 
+def unpack_zip(path: Path, folder: Path, max_bytes: int, name: str) -> list[Path]:
+    """Extract the zip archive ``path`` (an upload called ``name``) into ``folder``; the files written, sorted.
+
+    Refused with a one-sentence reason, before anything is written where possible: a member name that is
+    absolute or climbs out of the archive (400); more than :data:`MAX_ZIP_MEMBERS` files or more than
+    ``max_bytes`` uncompressed (413; counted while extracting too, since a zip's directory can lie); an
+    encrypted, unreadable or twice-named member, or no zip at all (422). Links are written as plain files.
+    """
+    import zipfile
+    import zlib
+
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise RequestError(422, f"{name} is not a readable zip archive ({exc.__class__.__name__})") from None
+    limit = f"the largest accepted is {max_bytes / 2**20:.0f} MiB uncompressed"
+    with archive:
+        members = [m for m in archive.infolist() if not m.is_dir()]
+        if len(members) > MAX_ZIP_MEMBERS:
+            raise RequestError(413, f"{name} holds {len(members)} files; at most {MAX_ZIP_MEMBERS} are accepted")
+        declared = sum(m.file_size for m in members)
+        if declared > max_bytes:
+            raise RequestError(413, f"{name} unpacks to {declared / 2**20:.0f} MiB; {limit}")
+        targets = [folder.joinpath(*_member_parts(m.filename, name)) for m in members]  # all checked first
+        written, total = [], 0
+        for member, target in zip(members, targets):
+            if member.flag_bits & 0x1:
+                raise RequestError(422, f"{name} holds the encrypted file {member.filename[:80]!r}; send it "
+                                        "unencrypted")
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(member) as src, open(target, "xb") as dst:
+                    while chunk := src.read(1 << 20):
+                        total += len(chunk)
+                        if total > max_bytes:
+                            raise RequestError(413, f"{name} unpacks to more than its directory says; {limit}")
+                        dst.write(chunk)
+            except (FileExistsError, NotADirectoryError, IsADirectoryError):
+                raise RequestError(422, f"{name} holds {member.filename[:80]!r} twice (or as a file and a folder)"
+                                   ) from None
+            except (zipfile.BadZipFile, NotImplementedError, zlib.error, EOFError) as exc:
+                raise RequestError(422, f"{name}: {member.filename[:80]!r} cannot be unpacked "
+                                        f"({exc.__class__.__name__})") from None
+            written.append(target)
+    return sorted(written)
+
+
+def _member_parts(filename: str, name: str) -> list[str]:
+    """The path components of a zip member; 400 for absolute names and names that climb out (``..``)."""
+    raw = filename.replace("\\", "/")
+    parts = [p for p in raw.split("/") if p not in ("", ".")]
+    if raw.startswith("/") or re.match(r"^[A-Za-z]:", raw) or "\x00" in raw or not parts or ".." in parts:
+        raise RequestError(400, f"{name} holds the file name {filename[:80]!r}, which leaves the archive's folder; "
+                                "path traversal is not allowed")
+    return parts
+
+
 def _check_size(rows: int, cols: int, name: str, max_side: int) -> None:
     if max(rows, cols) > max_side:
         raise RequestError(413, f"{name} is {rows}×{cols} pixels; the largest side accepted is {max_side}")
 
 
-def _probe_size(path: Path, fmt: str, max_side: int) -> None:
+def _probe_size(path: Path, fmt: str, max_side: int, name: str) -> None:
     """Refuse an image larger than ``max_side`` from its header, before decoding any pixels (413)."""
-    name = path.name
     if fmt == "png":
         with open(path, "rb") as fh:
             head = fh.read(24)
@@ -127,40 +214,48 @@ def _probe_size(path: Path, fmt: str, max_side: int) -> None:
 
 
 def load_input(path: str | os.PathLike, max_side: int, check_model: bool = True,
-               scratch: str | os.PathLike | None = None) -> InputImage:
+               scratch: str | os.PathLike | None = None, name: str | None = None) -> InputImage:
     """Read one 2D image (PNG, NIfTI, DICOM file, or a folder holding one DICOM image) for the model.
 
     Raises :class:`RequestError`: 415 not an image, 413 too large, 422 unreadable / not 2D / refused by the
-    model (a DICOM object that is not a projection radiograph) — each with a one-sentence reason.
+    model (a DICOM object that is not a projection radiograph) — each with a one-sentence reason that
+    names the input as ``name`` (the client's name of an upload; default: the file's own name).
     ``scratch``: a folder of this request's own where links with corrected file suffixes may go.
     """
     path = Path(path)
     if path.is_dir():
         files = dicom_files(path)
         if not files:
-            raise RequestError(415, f"{path.name} holds no DICOM image")
+            raise RequestError(415, f"{name or path.name} holds no DICOM image")
         if len(files) > 1:
             raise RequestError(422, f"the series holds {len(files)} images; this task takes one 2D image "
                                     "(the export task takes whole series)")
-        path = files[0]
+        path, name = files[0], None  # a file of the series, named as it is
+    shown = name or path.name
     fmt = probe_format(path)
     if fmt is None:
-        raise RequestError(415, f"{path.name} is not a PNG, NIfTI or DICOM image")
-    _probe_size(path, fmt, max_side)
+        raise RequestError(415, f"{shown} is not a PNG, NIfTI or DICOM image")
+    if fmt == "zip":
+        raise RequestError(415, f"{shown} {ZIP_REFUSED}")
+    _probe_size(path, fmt, max_side, shown)
+    readable = path
     try:
         if fmt == "dicom":
-            return _load_dicom(path, check_model)
-        image = read_image(_with_suffix(path, fmt, Path(scratch) if scratch else None))
-    except InputError as exc:
-        raise RequestError(422, str(exc)) from None
+            return _load_dicom(path, check_model, shown)
+        readable = _with_suffix(path, fmt, Path(scratch) if scratch else None, shown)
+        image = read_image(readable)
+    except InputError as exc:  # the readers name files by their path on this server: name it as the client does
+        names = sorted({str(readable), str(path), readable.name, path.name} - {shown}, key=len, reverse=True)
+        text = re.sub("|".join(map(re.escape, names)), lambda _: shown, str(exc)) if names else str(exc)
+        raise RequestError(422, text) from None
     if fmt == "nifti":
         affine = np.asarray(image.meta["affine"], dtype=np.float64)
     else:
         affine = _lps_affine(image.spacing, None, None)
-    return InputImage(image, affine, path.name)
+    return InputImage(image, affine, shown)
 
 
-def _with_suffix(path: Path, fmt: str, scratch: Path | None) -> Path:
+def _with_suffix(path: Path, fmt: str, scratch: Path | None, shown: str) -> Path:
     """``path`` when its name matches its content, else a link with the right suffix in ``scratch``
     (the readers go by suffix; uploads and session files may arrive with any name)."""
     if fmt == "png":
@@ -172,14 +267,14 @@ def _with_suffix(path: Path, fmt: str, scratch: Path | None) -> Path:
     if name.endswith(suffix) and not (suffix == ".nii" and name.endswith(".nii.gz")):
         return path
     if scratch is None:
-        raise RequestError(415, f"{path.name} holds a {fmt.upper()} image but its name does not say so")
+        raise RequestError(415, f"{shown} holds a {fmt.upper()} image but its name does not say so")
     target = Path(scratch) / f"{path.name.split('.')[0] or 'input'}{suffix}"
     target.unlink(missing_ok=True)
     os.symlink(path.resolve(), target)
     return target
 
 
-def _load_dicom(path: Path, check_model: bool) -> InputImage:
+def _load_dicom(path: Path, check_model: bool, shown: str) -> InputImage:
     from ..dicom.files import read_dicom
     from ..dicom.pixels import image_from_dataset, model_refusal
 
@@ -187,11 +282,11 @@ def _load_dicom(path: Path, check_model: bool) -> InputImage:
     if check_model:
         reason = model_refusal(ds)
         if reason:
-            raise RequestError(422, f"{path.name}: {reason[0].lower()}{reason[1:]}")
-    image = image_from_dataset(ds, path.name)
+            raise RequestError(422, f"{shown}: {reason[0].lower()}{reason[1:]}")
+    image = image_from_dataset(ds, shown)
     ipp, iop = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
     affine = _lps_affine(_dicom_spacing(ds, image.spacing), ipp, iop)
-    return InputImage(image, affine, path.name, [path])
+    return InputImage(image, affine, shown, [path])
 
 
 def _dicom_spacing(ds, fallback: tuple[float, float]) -> tuple[float, float]:

@@ -124,8 +124,8 @@ class ModelStore:
         def load(f: Path):
             try:
                 return Anonymizer.load(f)
-            except ModelError:
-                raise
+            except ModelError as exc:  # clients are told the folder's name, not where it lies on the server
+                raise ModelError(str(exc).replace(str(f), f.name).replace(str(f.resolve()), f.name)) from exc
             except (RuntimeError, KeyError, ValueError, TypeError, OSError) as exc:
                 raise ModelError(f"the model folder {f.name} cannot be loaded by this version of monai-anon "
                                  f"({exc.__class__.__name__}); retrain it") from exc

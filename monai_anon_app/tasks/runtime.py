@@ -10,6 +10,7 @@ conf key                  meaning (default)
 ``max_pending``           requests queued for the workers before 503 busy (64)
 ``worker_nice``           CPU priority of the workers below the server's (0; 5–10 favours ``/info``)
 ``max_upload_mb``         largest upload accepted, in MiB (1024)
+``max_unzip_mb``          largest uncompressed size of a zip of DICOM files sent to ``export``, in MiB (4096)
 ``tmp_dir``               folder for per-request temporary files (a fresh folder in the system temp)
 ``deid_key_file``         secret key for DICOM UIDs/dates in exports (``<app dir>/deid.key``, made once)
 ``labels_csv``            ``labels.csv`` whose ``patient_id``/``finding`` go into image info at start-up
@@ -53,6 +54,7 @@ class Runtime:
     threads: int
     max_pending: int
     max_upload_bytes: int
+    max_unzip_bytes: int
     tmp_root: Path
     key_file: Path
     labels_csv: Path | None
@@ -71,7 +73,8 @@ class Runtime:
         tmp = Path(conf["tmp_dir"]) if conf.get("tmp_dir") else default_tmp
         return cls(app_dir=app_dir, model_base=base, publish_root=publish.resolve(), workers=workers,
                    threads=threads, max_pending=_int(conf, "max_pending", 64, minimum=1),
-                   max_upload_bytes=_int(conf, "max_upload_mb", 1024, minimum=1) * 2**20, tmp_root=tmp,
+                   max_upload_bytes=_int(conf, "max_upload_mb", 1024, minimum=1) * 2**20,
+                   max_unzip_bytes=_int(conf, "max_unzip_mb", 4096, minimum=1) * 2**20, tmp_root=tmp,
                    key_file=Path(conf["deid_key_file"]) if conf.get("deid_key_file") else app_dir / "deid.key",
                    labels_csv=Path(conf["labels_csv"]) if conf.get("labels_csv") else None,
                    niceness=_int(conf, "worker_nice", 0))

@@ -44,6 +44,7 @@ from CaseAnonymizerLib import (
     UrlHistory,
     describe,
     dicom_upload,
+    dicom_zip_upload,
     difference_window,
     extract_zip,
     is_loopback,
@@ -268,9 +269,11 @@ class CaseAnonymizerLogic(ScriptedLoadableModuleLogic):
     def consentText(self, url: str | None = None) -> str:
         """What the user agrees to: which image goes where, over which kind of connection."""
         url = normalize_server_url(url or self.parameters().serverUrl)
-        text = _("The image you selected (and, for an export, its DICOM files with their patient data) will be "
-                 "sent to the server at {url} to be processed there. The server is meant to delete it after "
-                 "answering, but it is outside Slicer's control.").format(url=url)
+        text = _("The image you selected will be sent to the server at {url} to be processed there. For an "
+                 "anonymized preview or an export of an image loaded from Slicer's DICOM database, its DICOM "
+                 "file(s) are sent, patient data in the headers included: the server needs them to give each "
+                 "patient one synthetic identity and to de-identify the export. The server is meant to delete "
+                 "everything after answering, but it is outside Slicer's control.").format(url=url)
         if url.startswith("http://") and not is_loopback(url):
             text += "\n\n" + _("Warning: this connection is not encrypted (http). Anyone on the network path can "
                                "read the image. Prefer an https:// address.")
@@ -345,12 +348,22 @@ class CaseAnonymizerLogic(ScriptedLoadableModuleLogic):
             shutil.rmtree(folder, ignore_errors=True)
         return Upload("image.nii.gz", data, "application/gzip")
 
+    def previewUpload(self, volumeNode: Any) -> Upload:
+        """What *Anonymize* sends: the volume's own DICOM file when it was loaded from exactly one, so that the
+        server knows the patient and gives the preview the synthetic identity that the export gives the same
+        image (one per patient and seed); otherwise the volume as NIfTI (:meth:`prepareUpload`)."""
+        files = self.sourceDicomFiles(volumeNode, fresh=True)
+        if len(files) == 1:
+            return Upload(*dicom_upload(files[0]))
+        return self.prepareUpload(volumeNode)
+
     # -- server calls (start on the main thread, network in a job) -----------------------------------------
     def _startInfer(self, name: str, model: str, params: dict[str, Any], inputNode: Any,
-                    finish: Callable[[Any, InferResponse], Outcome]) -> Operation:
+                    finish: Callable[[Any, InferResponse], Outcome],
+                    makeUpload: Callable[[Any], Upload] | None = None) -> Operation:
         url = self.parameters().serverUrl
         self._requireConsent(url)
-        upload = self.prepareUpload(inputNode)
+        upload = (makeUpload or self.prepareUpload)(inputNode)
         client = self.makeClient(url)
         inputID = inputNode.GetID()
 
@@ -378,7 +391,8 @@ class CaseAnonymizerLogic(ScriptedLoadableModuleLogic):
         if newIdentity:
             params.seed = seed
         request = {"seed": int(seed), "candidates": int(params.candidates), "mode": params.anonymizeMode or "full"}
-        return self._startInfer("anonymize", "anonymize", request, inputNode, self._finishAnonymize)
+        return self._startInfer("anonymize", "anonymize", request, inputNode, self._finishAnonymize,
+                                self.previewUpload)
 
     def startCounterfactual(self, inputNode: Any = None, target: str | None = None) -> Operation:
         params = self.parameters()
@@ -662,13 +676,15 @@ class CaseAnonymizerLogic(ScriptedLoadableModuleLogic):
         options = params.deid_options()
         if options["retain_full_dates"] and options["retain_modified_dates"]:
             raise InputError(_("'Keep dates, shifted' and 'Keep full dates' exclude each other; choose one."))
-        previewSeed = None
+        previewed: dict[str, Any] = {}
         preview = params.previewInput
         if (params.anonymizedVolume is not None and preview is not None and preview.GetID() == inputNode.GetID()
                 and params.anonymizeDetails):
-            with contextlib.suppress(ValueError, TypeError):
-                previewSeed = json.loads(params.anonymizeDetails).get("seed")
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                previewed = dict(json.loads(params.anonymizeDetails))
+        previewSeed = previewed.get("seed")
         seed = int(previewSeed) if previewSeed is not None else new_seed()
+        fromDicom = (previewed.get("input") or {}).get("format") == "dicom" and "identity_seed" in previewed
         warnings = []
         if folder and os.path.isdir(folder) and os.listdir(folder):
             warnings.append(_("the folder is not empty; files with the same names are overwritten."))
@@ -678,70 +694,39 @@ class CaseAnonymizerLogic(ScriptedLoadableModuleLogic):
         return ExportPlan(server=normalize_server_url(params.serverUrl), source_files=files, seed=seed,
                           seed_from_preview=previewSeed is not None, headers_only=bool(params.headersOnly),
                           options=options, folder=folder, to_database=bool(params.exportToDatabase),
-                          to_pacs=bool(params.exportToPacs), warnings=warnings)
+                          to_pacs=bool(params.exportToPacs), warnings=warnings,
+                          candidates=int(previewed.get("candidates") or params.candidates),
+                          mode=str(previewed.get("mode") or params.anonymizeMode or "full"), matches_preview=fromDicom)
 
     def startExport(self, plan: ExportPlan) -> Operation:
-        """Send the source DICOM files to the server's ``export`` task; write the answer where the plan says.
-
-        The ``export`` task takes one DICOM file per request, so a series of several files is sent file
-        by file (same parameters and seed: the server gives one synthetic identity per patient and seed).
-        """
+        """Send the source DICOM files to the server's ``export`` task in one request (a zip: one
+        de-identification pass covers the series, so its study and series UIDs stay together); write the
+        answer where the plan says."""
         self._requireConsent(plan.server)
         client = self.makeClient(plan.server)
         request = plan.params()
-        files = list(plan.source_files)
+        upload = Upload(*dicom_zip_upload(list(plan.source_files)))
 
-        def work(progress: Any) -> list[InferResponse]:
-            responses = []
+        def work(progress: Any) -> InferResponse:
             try:
-                for i, path in enumerate(files):
-                    progress.check()
-                    prefix = _("File {i} of {n}").format(i=i + 1, n=len(files)) + ": " if len(files) > 1 else ""
-
-                    def report(stage: str, fraction: float | None, prefix: str = prefix) -> None:
-                        progress(prefix + stage, fraction)
-
-                    name, data, ctype = dicom_upload(path)
-                    responses.append(client.infer("export", request, upload=Upload(name, data, ctype),
-                                                  progress=report, cancel=progress.cancel_event))
-                return responses
+                return client.infer("export", request, upload=upload, progress=progress, cancel=progress.cancel_event)
             finally:
                 client.close()
 
-        return Operation("export", Job(work, "export").start(), lambda responses: self._finishExport(plan, responses))
+        return Operation("export", Job(work, "export").start(), lambda response: self._finishExport(plan, response))
 
-    @staticmethod
-    def _mergeExportDetails(responses: list[InferResponse]) -> dict[str, Any]:
-        """One summary for a series exported file by file."""
-        if len(responses) == 1:
-            return dict(responses[0].params)
-        merged: dict[str, Any] = {"files": [], "study_uids": [], "summary": {"done": 0, "refused": [], "skipped": [],
-                                                                             "failed": []}}
-        for response in responses:
-            details = response.params
-            merged["files"] += list(details.get("files") or [])
-            merged["study_uids"] += [u for u in details.get("study_uids") or [] if u not in merged["study_uids"]]
-            summary = details.get("summary") or {}
-            merged["summary"]["done"] += int(summary.get("done", 0))
-            for key in ("refused", "skipped", "failed"):
-                merged["summary"][key] += list(summary.get(key) or [])
-            for key in ("seed", "headers_only", "model_checksum", "model", "stow"):
-                if key in details:
-                    merged.setdefault(key, details[key])
-        return merged
-
-    def _finishExport(self, plan: ExportPlan, responses: list[InferResponse]) -> Outcome:
-        details = self._mergeExportDetails(responses)
+    def _finishExport(self, plan: ExportPlan, response: InferResponse) -> Outcome:
+        """Write the exported zip where the plan says; a PACS that did not take it is a warning, never a reason
+        to lose the files (the server answers with the zip either way)."""
+        details = dict(response.params)
         written: list[str] = []
         warnings: list[str] = []
         if plan.folder or plan.to_database:
-            archives = [r.image for r in responses if r.image]
-            if not archives:
+            if not response.image:
                 raise ServerFailedError(_("The server exported nothing."), 200, "", summarize("export", details))
             target = plan.folder or self._temporaryDirectory()
             try:
-                for archive in archives:
-                    written += [str(p) for p in extract_zip(archive, target)]
+                written = [str(p) for p in extract_zip(response.image, target)]
                 if plan.to_database:
                     self.dicomImporter(target, plan.folder is None)
             finally:
@@ -749,12 +734,10 @@ class CaseAnonymizerLogic(ScriptedLoadableModuleLogic):
                     shutil.rmtree(target, ignore_errors=True)
             if plan.folder is None:
                 written = []
-        if len(details.get("study_uids") or []) > 1:
-            warnings.append(_("The server gave the files of one series different study UIDs; give the server a "
-                              "fixed de-identification key to keep a series together."))
         stow = details.get("stow")
-        if plan.to_pacs and isinstance(stow, dict) and stow.get("error"):
-            warnings.append(_("The PACS did not take the study: {error}").format(error=stow["error"]))
+        if plan.to_pacs and isinstance(stow, dict) and not stow.get("ok", not stow.get("error")):
+            warnings.append(_("The PACS did not take the study: {error}").format(
+                error=stow.get("error") or _("no reason given")))
         self.parameters().exportDetails = json.dumps(details)
         text = summarize("export", details)
         if plan.folder:

@@ -22,7 +22,7 @@ def server(tmp_path_factory, tiny_model, study_template) -> Server:
     root = tmp_path_factory.mktemp("server")
     studies = root / "studies"
     shutil.copytree(study_template, studies)
-    srv = start_server(root / "work", studies, tiny_model)
+    srv = start_server(root / "work", studies, tiny_model, "--conf", "max_unzip_mb", "16")
     yield srv
     srv.stop()
 

@@ -186,6 +186,22 @@ def dicom_variant(src: Path, dst: Path, **attrs: Any) -> Path:
     return dst
 
 
+def identity_seed(server: Server, path: Path, seed: int) -> int:
+    """The seed of the synthetic identity the server gives the DICOM file ``path`` for ``seed``, by the
+    documented rule (``seed_for(seed, identity key)`` under the server's own key), computed here."""
+    import pydicom
+
+    from monai_anon_app.batch import seed_for
+    from monai_anon_app.dicom.engine import Deidentifier
+    from monai_anon_app.dicom.keys import load_key
+    from monai_anon_app.dicom.options import DeidOptions
+
+    key_file = server.workdir / "app" / "deid.key"
+    assert key_file.is_file(), "the server makes its key on first use"
+    ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+    return seed_for(seed, Deidentifier(DeidOptions(key=load_key(None, key_file))).identity_key(ds))
+
+
 def nifti_pixels(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """``(data (W, H, k) float32, affine)`` of a NIfTI file."""
     import nibabel as nib
@@ -215,7 +231,8 @@ class Orthanc:
         return self.url + "/dicom-web"
 
     def start(self) -> Orthanc:
-        self.http_port = free_port()
+        """Start (or start again, on the same port and storage) the Orthanc process."""
+        self.http_port = self.http_port or free_port()
         self.folder.mkdir(parents=True, exist_ok=True)
         config = {
             "Name": "monai-anon-tests", "StorageDirectory": str(self.folder / "storage"),

@@ -12,7 +12,7 @@ import numpy as np
 import pydicom
 import pytest
 import requests
-from server_testlib import DICOMWEB_PLUGIN, ORTHANC, Orthanc, nifti_pixels, start_server
+from server_testlib import DICOMWEB_PLUGIN, ORTHANC, Orthanc, identity_seed, nifti_pixels, start_server
 
 pytestmark = pytest.mark.skipif(not Path(ORTHANC).exists() or not DICOMWEB_PLUGIN.exists(),
                                 reason="Orthanc with the DICOMweb plugin is not installed")
@@ -63,7 +63,8 @@ def test_infer_on_a_series_from_the_pacs(dw_server, series, reference_model):
     from monai_anon_app.dicom.pixels import read_dicom_image
 
     pixels = read_dicom_image(path).pixels
-    expected = reference_model.anonymize(pixels, seed=8).image
+    assert r.status_code == 200
+    expected = reference_model.anonymize(pixels, seed=identity_seed(dw_server, path, 8)).image
     np.testing.assert_allclose(data[:, :, 0].T, expected, atol=1e-5 * float(np.ptp(pixels)))
     spacing = [float(v) for v in pydicom.dcmread(str(path), stop_before_pixels=True).ImagerPixelSpacing]
     np.testing.assert_allclose(np.diag(affine)[:2], [-spacing[1], -spacing[0]], atol=1e-6)
@@ -89,6 +90,7 @@ def test_export_stores_the_anonymized_study_back(dw_server, orthanc, series):
     r = dw_server.post(f"/infer/export?image={uid}&output=json", data={"params": json.dumps({"seed": 2, "stow": True})})
     assert r.status_code == 200, r.text
     result = r.json()
+    assert result["stow"]["ok"] is True and len(result["stow"]["stored"]) == 1
     (study,) = result["stow"]["study_uids"]
     assert study != original.StudyInstanceUID and result["summary"]["done"] == 1
     found = requests.get(f"{orthanc.dicomweb}/studies", params={"StudyInstanceUID": study}, timeout=30).json()
@@ -106,3 +108,27 @@ def reference_model(tiny_model):
     from monai_anon_app.inference import Anonymizer
 
     return Anonymizer.load(tiny_model)
+
+
+def test_a_pacs_failure_keeps_the_export(dw_server, orthanc, series):
+    """STOW-RS to a PACS that is down: the zip still comes back (200), the failure is in the JSON."""
+    path = next(iter(series.values()))
+    orthanc.stop()
+    try:
+        r = dw_server.post("/infer/export?output=all", data={"params": json.dumps({"seed": 3, "stow": True})},
+                           files={"file": ("scan.dcm", path.read_bytes(), "application/dicom")})
+    finally:
+        orthanc.start()  # on its port again, with its storage: the other tests of the module keep it
+    assert r.status_code == 200, r.text
+    from requests_toolbelt.multipart.decoder import MultipartDecoder
+
+    parts = {b'name="params"' in p.headers[b"Content-Disposition"]: p.content
+             for p in MultipartDecoder.from_response(r).parts}
+    result = json.loads(parts[True])
+    assert result["summary"]["done"] == 1
+    stow = result["stow"]
+    assert stow["ok"] is False and stow["url"] == orthanc.dicomweb and "failed" in stow["error"]
+    assert stow["error"].endswith(".") and "\n" not in stow["error"]
+    with zipfile.ZipFile(io.BytesIO(parts[False])) as zf:
+        (name,) = zf.namelist()
+        assert pydicom.dcmread(io.BytesIO(zf.read(name))).PatientID != pydicom.dcmread(str(path)).PatientID

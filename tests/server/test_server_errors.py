@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -49,6 +51,17 @@ def bad_files(tmp_path_factory) -> dict[str, Path]:
     files["big"] = d / "big.png"
     files["big"].write_bytes(_png(4096, 4096))
     write_png16(files["tiny"], np.ones((4, 4)))
+    files["misnamed"] = d / "My Scan (copy).png"  # a NIfTI volume under a PNG name, with spaces
+    files["misnamed"].write_bytes(files["volume"].read_bytes())
+    zips = {"traversal": {"../../etc/cron.d/evil.dcm": b"x"}, "absolute": {"/etc/evil.dcm": b"x"},
+            "no dicom": {"notes.txt": b"Jane Doe"}, "bomb": {"zeros.dcm": b"\0" * (17 * 2**20)}}
+    for name, members in zips.items():
+        files[name] = d / f"{name.replace(' ', '-')}.zip"
+        with zipfile.ZipFile(files[name], "w", zipfile.ZIP_DEFLATED) as zf:
+            for member, data in members.items():
+                zf.writestr(member, data)
+    files["broken zip"] = d / "broken.zip"
+    files["broken zip"].write_bytes(b"PK\x03\x04" + b"\x00" * 60)
     return files
 
 
@@ -85,12 +98,23 @@ CASES = [
     ("export of a PNG", "/infer/export", None, "colour", 415, ["dicom"]),
     ("stow without DICOMweb", "/infer/export?image={img}", {"stow": True}, None, 422, ["dicomweb"]),
     ("CT instead of a radiograph", "/infer/anonymize", None, "ct", 422, ["not a 2d projection radiograph"]),
+    # uploads are named as the client named them, never by a file of the server
+    ("misnamed upload", "/infer/anonymize", None, "misnamed", 422, ["My Scan (copy).png", "2d"]),
+    ("nameless upload", "/infer/anonymize", None, "nameless", 415, ["the uploaded file is not a png"]),
+    # several images and zips: export only, zips checked before anything is unpacked
+    ("several ids to anonymize", "/infer/anonymize?image={img}&image={img2}", None, None, 422, ["only the export"]),
+    ("zip to anonymize", "/infer/anonymize", None, "no dicom", 415, ["no-dicom.zip", "only the export task"]),
+    ("zip path traversal", "/infer/export", None, "traversal", 400, ["traversal.zip", "../../etc", "not allowed"]),
+    ("zip absolute path", "/infer/export", None, "absolute", 400, ["/etc/evil.dcm", "not allowed"]),
+    ("zip bomb", "/infer/export", {"headers_only": True}, "bomb", 413, ["bomb.zip", "16 MiB"]),
+    ("zip without DICOM", "/infer/export", None, "no dicom", 415, ["holds no dicom files"]),
+    ("broken zip", "/infer/export", None, "broken zip", 422, ["broken.zip", "not a readable zip"]),
 ]
 
 
 @pytest.mark.parametrize("name,url,params,upload,status,words", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_gets_4xx_and_one_sentence(server, image_ids, bad_files, name, url, params, upload, status, words):
-    img = next(i for i in image_ids if i.startswith("PH"))
+    img, img2 = [i for i in image_ids if i.startswith("PH")][:2]
     data = {}
     if params is not None:
         data["params"] = (params if isinstance(params, str) else json.dumps(params)).replace("{img}", img)
@@ -100,15 +124,20 @@ def test_bad_input_gets_4xx_and_one_sentence(server, image_ids, bad_files, name,
 
         ct = Path(pydicom.data.get_testdata_file("CT_small.dcm"))
         files = {"file": (ct.name, ct.read_bytes())}
+    elif upload == "nameless":
+        files = {"file": ("", b"no name, and not an image")}
     elif upload:
         files = {"file": (bad_files[upload].name, bad_files[upload].read_bytes())}
-    r = server.post(url.replace("{img}", img), data=data, files=files)
+    r = server.post(url.replace("{img}", img).replace("{img2}", img2), data=data, files=files)
     assert r.status_code == status, r.text
     detail = r.json()["detail"]
     assert isinstance(detail, str) and detail.endswith(".") and "\n" not in detail and "Traceback" not in detail
     assert detail.count(". ") == 0, detail  # one sentence
     for word in words:
         assert word.lower() in detail.lower(), detail
+    # no file name or path of the server: its folders, its request folders, its name for uploads
+    assert str(server.workdir) not in detail and "req-" not in detail and "/tmp" not in detail, detail
+    assert not re.search(r"\bupload\.(png|nii|dcm|zip)", detail), detail
 
 
 TRAIN_CASES = [

@@ -181,3 +181,130 @@ def test_missing_model_answers_503_in_process(tmp_path):
         task({"image": str(png), "seed": 1})
     assert e.value.status == 503 and "no trained model" in e.value.message.lower()
     assert not any((tmp_path / "tmp").glob("req-*"))
+
+
+def test_one_seed_rule_for_every_image():
+    from monai_anon_app.batch import seed_for
+
+    assert seed_for(5, None) == 5  # PNG, NIfTI: no patient, the seed as it is
+    assert seed_for(5, "patient-a") == seed_for(5, "patient-a") != seed_for(5, "patient-b")
+    assert seed_for(5, "patient-a") != seed_for(6, "patient-a")
+    assert 0 <= seed_for(2**31 - 1, "x") < 2**31
+
+
+def test_uploads_are_named_as_the_client_named_them():
+    from monai_anon_app.tasks.inputs import UPLOAD_NAME, client_name
+
+    assert client_name("My Scan (copy).png") == "My Scan (copy).png"
+    assert client_name("C:\\Users\\jane\\IM0001") == "IM0001" and client_name("../../etc/passwd") == "passwd"
+    assert client_name("a\nb\x00.dcm") == "ab.dcm" and len(client_name("x" * 500)) == 120
+    assert len(client_name("é" * 500).encode()) <= 200  # a valid file name on any file system
+    for nameless in (None, "", "..", "dir/", "   "):
+        assert client_name(nameless) == UPLOAD_NAME
+
+
+def _zip(path: Path, members: dict[str, bytes], encrypted: bool = False) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    if encrypted:  # set the "encrypted" flag of the (single) member in its local and central headers
+        raw = bytearray(path.read_bytes())
+        for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+            raw[raw.index(signature) + offset] |= 0x1
+        path.write_bytes(bytes(raw))
+    return path
+
+
+def test_zip_uploads_are_unpacked_safely(tmp_path):
+    from monai_anon_app.tasks.inputs import unpack_zip
+
+    ok = _zip(tmp_path / "ok.zip", {"a/IM1": b"1", "b/IM1": b"2", "c.dcm": b"3", "./d": b"4"})
+    files = unpack_zip(ok, tmp_path / "out", 1000, "series.zip")
+    assert [f.relative_to(tmp_path / "out").as_posix() for f in files] == ["a/IM1", "b/IM1", "c.dcm", "d"]
+    cases = [
+        ({"../evil": b"x"}, 400, "path traversal"), ({"a/../../evil": b"x"}, 400, "path traversal"),
+        ({"/etc/evil": b"x"}, 400, "path traversal"), ({"C:\\evil": b"x"}, 400, "path traversal"),
+        ({"a\\..\\..\\evil": b"x"}, 400, "path traversal"), ({"big": b"\0" * 1001}, 413, "unpacks"),
+        ({"x": b"1", "x/y": b"2"}, 422, "twice"),
+    ]
+    for i, (members, status, words) in enumerate(cases):
+        with pytest.raises(RequestError) as e:
+            unpack_zip(_zip(tmp_path / f"bad{i}.zip", members), tmp_path / f"bad{i}", 1000, "upload.zip")
+        assert e.value.status == status and words in e.value.message and "upload.zip" in e.value.message
+        assert not (tmp_path / "evil").exists()
+    with pytest.raises(RequestError) as e:
+        unpack_zip(_zip(tmp_path / "enc.zip", {"x": b"1"}, encrypted=True), tmp_path / "enc", 1000, "s.zip")
+    assert e.value.status == 422 and "encrypted" in e.value.message
+    (tmp_path / "broken.zip").write_bytes(b"PK\x03\x04" + b"\0" * 40)
+    with pytest.raises(RequestError) as e:
+        unpack_zip(tmp_path / "broken.zip", tmp_path / "broken", 1000, "s.zip")
+    assert e.value.status == 422 and "not a readable zip" in e.value.message
+
+
+def test_monai_labels_own_temporary_upload_is_not_named(tmp_path):
+    """MONAI Label's own /infer endpoint passes an upload as a temporary file: messages call it "the uploaded
+    file", never by that file's name."""
+    import tempfile
+
+    from monai_anon_app.tasks.infer import AnonymizeTask
+    from monai_anon_app.tasks.models import ModelStore
+    from monai_anon_app.tasks.runtime import Runtime
+
+    runtime = Runtime.from_conf(tmp_path, {"model": str(tmp_path / "none"), "tmp_dir": str(tmp_path / "tmp")})
+    task = AnonymizeTask(ModelStore(runtime.model_base, runtime.publish_root), runtime)
+    with tempfile.NamedTemporaryFile(suffix=".nii.gz") as upload:
+        upload.write(b"patient: Jane Doe")
+        upload.flush()
+        with pytest.raises(RequestError) as e:
+            task({"image": upload.name})
+    assert e.value.status == 415 and e.value.message == "The uploaded file is not a PNG, NIfTI or DICOM image."
+
+
+def test_monai_labels_own_infer_endpoint_gets_the_same_refusals(tmp_path):
+    """Started without ``monai-anon serve``, MONAI Label would take any existing server path as an image, an
+    unknown id as "" (the working folder) and answer an unknown model with a bare 500: the app checks its
+    requests and resolves their image first."""
+    import tempfile
+
+    from monai_anon_app.tasks.infer import in_process_request
+
+    image = tmp_path / "PH000_v01.dcm"
+    image.write_bytes(b"DICM")
+
+    class Datastore:
+        def get_image_uri(self, image_id: str) -> str:
+            return str(image) if image_id == "PH000_v01" else ""
+
+    tasks, ds = {"anonymize": object(), "export": object()}, Datastore()
+    assert in_process_request(tasks, {"model": "anonymize", "image": "PH000_v01"}, ds)["image"] == str(image)
+    for passed in ({"model": "anonymize", "image": str(tmp_path / "s.dcm"), "session": {}},
+                   {"model": "export", "image": str(Path(tempfile.gettempdir()) / "tmpab12.dcm")}):
+        assert in_process_request(tasks, passed, ds) == passed  # a session file, MONAI Label's own upload
+    for request, status, words in (
+        ({"model": "segment", "image": "PH000_v01"}, 404, "unknown model 'segment'; the models are anonymize, export"),
+        ({"model": "anonymize", "image": "NO_SUCH"}, 404, "image 'NO_SUCH' is not in the datastore"),
+        ({"model": "anonymize", "image": "/"}, 400, "not allowed"),
+        ({"model": "anonymize", "image": "../../etc/passwd"}, 400, "not allowed"),
+        ({"model": "anonymize", "image": str(tmp_path)}, 400, "not allowed"),
+    ):
+        with pytest.raises(RequestError) as e:
+            in_process_request(tasks, request, ds)
+        assert e.value.status == status and words.lower() in e.value.message.lower(), e.value.message
+
+
+def test_a_model_that_does_not_fit_is_named_without_its_server_path(tmp_path, tiny_model):
+    import torch
+
+    from monai_anon_app.errors import ModelError
+    from monai_anon_app.tasks.models import ModelStore
+
+    old = tmp_path / "old-model"
+    shutil.copytree(tiny_model, old)
+    state = torch.load(old / "model.pt", weights_only=True)
+    state["from_an_older_version.weight"] = torch.zeros(1)
+    torch.save(state, old / "model.pt")
+    with pytest.raises(ModelError) as e:
+        ModelStore(old, tmp_path / "published").anonymizer()
+    assert "old-model" in str(e.value) and str(tmp_path) not in str(e.value) and "do not fit" in str(e.value)

@@ -47,6 +47,10 @@ def test_license_readme_and_index_description() -> None:
     readme = (EXTENSION / "README.md").read_text()
     for topic in ("Install", "Connect", "consent", "Export", "Screenshot"):
         assert topic.lower() in readme.lower(), topic
+    # the index URLs name an invented repository until the extension is published: the README says so
+    homepage = re.search(r'EXTENSION_HOMEPAGE "([^"#]+)', (EXTENSION / "CMakeLists.txt").read_text()).group(1)
+    publishing = readme.split("## Publishing")[1].split("\n## ")[0]
+    assert homepage in publishing and "placeholders" in publishing and "before publishing" in publishing
     index = json.loads((EXTENSION / "CaseAnonymizer.json").read_text())
     assert index["$schema"].startswith("https://raw.githubusercontent.com/Slicer/Slicer/")
     for key in ("scm_url", "scm_revision", "build_subdirectory", "category", "build_dependencies"):

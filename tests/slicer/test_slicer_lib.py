@@ -22,6 +22,7 @@ from CaseAnonymizerLib import (
     ServerUrlError,
     describe,
     dicom_upload,
+    dicom_zip_upload,
     difference_window,
     extract_zip,
     is_loopback,
@@ -214,11 +215,23 @@ def test_summaries_show_predictions_and_cases() -> None:
 def test_export_plan_says_what_goes_where(tmp_path: Path) -> None:
     plan = ExportPlan(server="http://127.0.0.1:8000", source_files=["a.dcm"], seed=9, seed_from_preview=True,
                       headers_only=False, options={"retain_modified_dates": True, "retain_uids": False},
-                      folder=str(tmp_path), to_database=True, to_pacs=False)
+                      folder=str(tmp_path), to_database=True, to_pacs=False, candidates=4, mode="residual",
+                      matches_preview=True)
     text = plan.describe()
     assert "1 DICOM file(s)" in text and "http://127.0.0.1:8000" in text and str(tmp_path) in text
-    assert "the preview's seed (9)" in text and "DICOM database" in text and "PACS" not in text
-    assert plan.params() == {"headers_only": False, "stow": False, "seed": 9, "retain_modified_dates": True}
+    assert "in one request" in text and "DICOM database" in text and "PACS" not in text
+    assert "the synthetic identity of the preview (seed 9)" in text and "is the anonymized image you saw" in text
+    assert "differs" not in text  # the warning stays only where it is true
+    assert plan.params() == {"headers_only": False, "stow": False, "seed": 9, "candidates": 4, "mode": "residual",
+                             "retain_modified_dates": True}
+    # a preview made from the pixels alone (no DICOM header): same seed, but not the same identity
+    plan.matches_preview = False
+    assert "preview's seed (9)" in plan.describe() and "differs from it" in plan.describe()
+    plan.seed_from_preview, plan.seed = False, 12
+    assert "a new seed (12)" in plan.describe() and "no preview" in plan.describe()
+    plan.headers_only, plan.to_pacs = True, True
+    assert "pixels kept" in plan.describe() and "PACS" in plan.describe()
+    assert plan.params() == {"headers_only": True, "stow": True, "retain_modified_dates": True}
 
 
 def test_extract_zip_refuses_paths_outside_the_folder(tmp_path: Path) -> None:
@@ -242,12 +255,31 @@ def test_dicom_upload_names_the_file_as_dicom(tmp_path: Path) -> None:
     assert dicom_upload(b) == ("IM0001.dcm", b"B", "application/dicom")
 
 
+def test_series_upload_is_one_zip_of_its_files(tmp_path: Path) -> None:
+    (tmp_path / "x").mkdir()
+    files = [tmp_path / "IM0001", tmp_path / "b.dcm", tmp_path / "x" / "IM0001"]
+    for i, f in enumerate(files):
+        f.write_bytes(bytes([i]) * 10)
+    name, data, ctype = dicom_zip_upload([str(f) for f in files])
+    assert (name, ctype) == ("series.zip", "application/zip")
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        assert zf.namelist() == ["IM0001.dcm", "b.dcm", "00002-IM0001.dcm"]
+        assert [zf.read(n) for n in zf.namelist()] == [f.read_bytes() for f in files]
+
+
 def test_export_summary_reads_the_servers_refusals() -> None:
     details = {"summary": {"done": 1, "refused": [{"file": "/x/b.dcm", "reason": "not a radiograph"}],
                            "failed": [["c.dcm", "unreadable"]]}}
     text = summarize("export", details)
     assert "Exported 1 file(s); refused 1; failed 1." in text
     assert "b.dcm: not a radiograph" in text and "c.dcm: unreadable" in text
+    assert "PACS" not in text
+    stow = {"ok": False, "url": "http://pacs", "error": "STOW-RS to http://pacs failed: connection refused."}
+    assert "PACS: not stored: STOW-RS to http://pacs failed" in summarize("export", {**details, "stow": stow})
+    stored = {"ok": True, "stored": ["1.2", "1.3"], "study_uids": ["1"]}
+    assert "PACS: stored 2 file(s)." in summarize("export", {**details, "stow": stored})
+    assert "(for this patient: 77)" in summarize("anonymize", {"seed": 5, "identity_seed": 77})
+    assert "for this patient" not in summarize("anonymize", {"seed": 5, "identity_seed": 5})
 
 
 def test_parse_multipart_reads_monai_label_answers() -> None:

@@ -286,6 +286,44 @@ def test_export_needs_a_dicom_series(logic, phantoms, tmp_path: Path) -> None:
     assert plan.folder is None and plan.to_database and not plan.seed_from_preview
 
 
+def test_anonymize_sends_the_dicom_file_so_the_preview_is_the_export(logic, phantoms) -> None:
+    dicom = sorted((phantoms["dicom"] / "images").glob("*.dcm"))[0]
+    upload = logic.previewUpload(load_dicom(dicom))
+    assert (upload.filename, upload.data, upload.content_type) == (dicom.name, dicom.read_bytes(), "application/dicom")
+    png = logic.previewUpload(load_png(sorted((phantoms["png"] / "images").glob("*.png"))[0]))
+    assert png.filename == "image.nii.gz"  # no DICOM file: the pixels only
+
+
+def test_export_repeats_the_preview_and_survives_a_pacs_failure(logic, phantoms, tmp_path: Path) -> None:
+    import io
+    import zipfile
+
+    source = sorted((phantoms["dicom"] / "images").glob("*.dcm"))[0]
+    original = load_dicom(source)
+    params = logic.parameters()
+    params.inputVolume = original
+    params.exportFolder = str(tmp_path / "out")
+    params.exportToPacs = True
+    preview = {"seed": 77, "identity_seed": 1234, "candidates": 4, "mode": "residual", "input": {"format": "dicom"}}
+    logic._finishAnonymize(original, nifti_response(logic, np.array(__import__("slicer").util.arrayFromVolume(
+        original)) + 1.0, original, preview))
+    plan = logic.planExport()
+    assert (plan.seed, plan.candidates, plan.mode, plan.matches_preview) == (77, 4, "residual", True)
+    assert plan.params()["seed"] == 77 and "is the anonymized image you saw" in plan.describe()
+    # the server exported the study but the PACS refused it: the folder is still written, the reason shown
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.write(source, "1.2.3/4.5.6/7.8.9.dcm")
+    error = "STOW-RS to http://127.0.0.1:9/dicom-web failed: connection refused."
+    details = {"files": ["1.2.3/4.5.6/7.8.9.dcm"], "study_uids": ["1.2.3"], "seed": 77,
+               "summary": {"done": 1, "refused": [], "skipped": [], "failed": []},
+               "stow": {"ok": False, "url": "http://127.0.0.1:9/dicom-web", "error": error}}
+    outcome = logic._finishExport(plan, InferResponse("export", details, buffer.getvalue(), "study.zip"))
+    assert [Path(f).name for f in outcome.files] == ["7.8.9.dcm"] and Path(outcome.files[0]).is_file()
+    assert outcome.warnings == [f"The PACS did not take the study: {error}"]
+    assert "Written to" in outcome.summary and "PACS: not stored" in outcome.summary
+
+
 def test_reset_removes_only_module_outputs(logic) -> None:
     import slicer
 

@@ -188,9 +188,11 @@ def test_export_to_folder_and_database(connected, server, tmp_path: Path) -> Non
     imported: list[tuple[str, bool]] = []
     logic.dicomImporter = lambda folder, copy: imported.append((folder, copy))
     plan = logic.planExport()
-    assert plan.seed_from_preview and plan.seed == preview.details["seed"]
+    assert plan.seed_from_preview and plan.seed == preview.details["seed"] and plan.matches_preview
+    assert preview.details["input"]["format"] == "dicom"  # the preview was made from the DICOM file
     text = plan.describe()
     assert str(tmp_path / "export") in text and "DICOM database" in text and server.url in text
+    assert "is the anonymized image you saw" in text
 
     outcome = logic.export(plan, timeout=TIMEOUT)
     files = [Path(f) for f in outcome.files]
@@ -205,9 +207,46 @@ def test_export_to_folder_and_database(connected, server, tmp_path: Path) -> Non
     # pixels went through the model, in the original's units; the export reports the seed it drew from
     assert outcome.details["seed"] == plan.seed
     exported = _read_pixels(files[0])
-    assert exported.shape == slicer.util.arrayFromVolume(preview.nodes[0])[0].shape
+    shown = slicer.util.arrayFromVolume(preview.nodes[0])[0]
+    assert exported.shape == shown.shape
     assert not np.allclose(exported, _read_pixels(source))
     assert 0.2 * _read_pixels(source).max() < exported.max() < 5 * _read_pixels(source).max()
+    # and they are the preview's pixels (stored as integers: within one stored value)
+    close = np.abs(exported - np.rint(shown)) <= 1.0
+    assert close.mean() > 0.99 and np.median(np.abs(exported - shown)) <= 0.5
+
+
+def test_a_series_is_exported_in_one_request(connected, server, tmp_path: Path) -> None:
+    import slicer
+
+    logic, _info = connected
+    by_patient: dict[str, list[Path]] = {}
+    for path in dicom_files(server):
+        by_patient.setdefault(str(pydicom.dcmread(str(path), stop_before_pixels=True).PatientID), []).append(path)
+    files = next(f for f in by_patient.values() if len(f) >= 2)[:2]
+    node = load_dicom(files[0])
+    uids = [str(pydicom.dcmread(str(f), stop_before_pixels=True).SOPInstanceUID) for f in files]
+    slicer.dicomDatabase.files[uids[1]] = str(files[1])
+    node.SetAttribute("DICOM.instanceUIDs", " ".join(uids))
+    sent: list[tuple[str, str]] = []
+
+    class Recording(ServerClient):
+        def infer(self, model, params=None, **kwargs):
+            sent.append((model, kwargs["upload"].filename))
+            return super().infer(model, params, **kwargs)
+
+    logic.clientFactory = Recording
+    params = logic.parameters()
+    params.inputVolume = node
+    params.exportFolder = str(tmp_path)
+    plan = logic.planExport()
+    assert plan.source_files == [str(f) for f in files] and "2 DICOM file(s)" in plan.describe()
+    outcome = logic.export(plan, timeout=TIMEOUT)
+    assert sent == [("export", "series.zip")]  # one request, one de-identification pass
+    assert "Exported 2 file(s)" in outcome.summary and outcome.warnings == []
+    exported = [pydicom.dcmread(f) for f in outcome.files]
+    assert len(exported) == 2 and len({str(d.PatientID) for d in exported}) == 1
+    assert {str(d.SOPInstanceUID) for d in exported}.isdisjoint(uids)
 
 
 def test_export_headers_only_keeps_pixels(connected, server, tmp_path: Path) -> None:

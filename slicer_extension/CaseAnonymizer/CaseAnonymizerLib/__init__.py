@@ -20,7 +20,16 @@ from .errors import (
     ServerUrlError,
     describe,
 )
-from .helpers import ExportPlan, dicom_upload, difference_window, extract_zip, new_pseudonym, new_seed, summarize
+from .helpers import (
+    ExportPlan,
+    dicom_upload,
+    dicom_zip_upload,
+    difference_window,
+    extract_zip,
+    new_pseudonym,
+    new_seed,
+    summarize,
+)
 from .jobs import Job, Progress
 from .parameters import BINDINGS, DEID_OPTIONS, PARAMETERS, Binding, Parameters
 from .settings import ConsentStore, UrlHistory
@@ -61,6 +70,7 @@ __all__ = [
     "UrlHistory",
     "describe",
     "dicom_upload",
+    "dicom_zip_upload",
     "difference_window",
     "extract_zip",
     "is_loopback",

@@ -17,6 +17,7 @@ from .errors import ServerFailedError
 __all__ = [
     "ExportPlan",
     "dicom_upload",
+    "dicom_zip_upload",
     "difference_window",
     "extract_zip",
     "format_prediction",
@@ -68,7 +69,10 @@ def summarize(operation: str, details: dict[str, Any]) -> str:
     """A few lines for the panel from a result's JSON details."""
     lines: list[str] = []
     if operation == "anonymize":
-        lines.append(f"Synthetic identity seed: {details.get('seed', '?')}")
+        line = f"Synthetic identity seed: {details.get('seed', '?')}"
+        if details.get("identity_seed") not in (None, details.get("seed")):
+            line += f" (for this patient: {details['identity_seed']})"
+        lines.append(line)
         if "identity_distance" in details:
             line = f"Distance to the nearest training identity: {float(details['identity_distance']):.3g}"
             if "source_identity_distance" in details:
@@ -96,6 +100,10 @@ def summarize(operation: str, details: dict[str, Any]) -> str:
         refused = summary.get("refused") or []
         failed = summary.get("failed") or []
         lines.append(f"Exported {done} file(s); refused {len(refused)}; failed {len(failed)}.")
+        stow = details.get("stow")
+        if isinstance(stow, dict):
+            lines.append(f"PACS: stored {len(stow.get('stored') or [])} file(s)." if stow.get("ok", True)
+                         else f"PACS: not stored: {stow.get('error') or 'no reason given'}")
         for entry in [*refused, *failed][:5]:
             if isinstance(entry, dict):
                 name, reason = entry.get("file", "?"), entry.get("reason", "")
@@ -122,26 +130,39 @@ class ExportPlan:
     to_pacs: bool
     staging_folder: str | None = None  # temporary folder when only the database receives the files
     warnings: list[str] = field(default_factory=list)
+    candidates: int = 8
+    mode: str = "full"
+    #: the preview was made from the DICOM file (so the server knew the patient): the export repeats it exactly
+    matches_preview: bool = False
 
     def params(self) -> dict[str, Any]:
-        """The ``params`` of the server's ``export`` task."""
+        """The ``params`` of the server's ``export`` task (the preview's seed, candidates and mode, so that
+        the server draws the identity the preview showed)."""
         params: dict[str, Any] = {"headers_only": self.headers_only, "stow": self.to_pacs}
-        if self.seed is not None:
-            params["seed"] = self.seed
+        if not self.headers_only:
+            params.update(candidates=self.candidates, mode=self.mode)
+            if self.seed is not None:
+                params["seed"] = self.seed
         params.update({k: v for k, v in self.options.items() if v})
         return params
 
     def describe(self) -> str:
         """Plain-language confirmation text: what is sent where and what is written where."""
         n = len(self.source_files)
-        lines = [f"{n} DICOM file(s) of the input series will be sent to {self.server} and anonymized there:"]
+        lines = [f"{n} DICOM file(s) of the input series will be sent to {self.server} in one request and "
+                 "anonymized there:"]
         if self.headers_only:
             lines.append("  - headers de-identified; pixels kept as they are (burned-in text is not removed)")
+        elif self.matches_preview:
+            lines.append(f"  - pixels get the synthetic identity of the preview (seed {self.seed}): the exported "
+                         "image is the anonymized image you saw, and every image of the patient gets that identity")
+        elif self.seed_from_preview:
+            lines.append(f"  - pixels get a synthetic identity drawn from the preview's seed ({self.seed}), one per "
+                         "patient; the preview was made without the image's DICOM header, so the exported image "
+                         "differs from it")
         else:
-            origin = "the preview's seed" if self.seed_from_preview else "a new seed"
-            lines.append(f"  - pixels get a synthetic identity that the server draws from {origin} ({self.seed}); "
-                         "it gives each patient one identity per seed, so the exported image is not the "
-                         "preview image itself")
+            lines.append(f"  - pixels get a synthetic identity drawn from a new seed ({self.seed}), one per patient; "
+                         "there is no preview of this image to compare with")
         kept = [k.replace("_", " ") for k, v in self.options.items() if v]
         lines.append("  - de-identification options: " + (", ".join(kept) if kept else "none (basic profile)"))
         lines.append("The anonymized study will be written:")
@@ -155,11 +176,30 @@ class ExportPlan:
         return "\n".join(lines)
 
 
-def dicom_upload(path: str | os.PathLike[str]) -> tuple[str, bytes, str]:
-    """``(filename, data, content type)`` to upload one DICOM file (the server's export takes one per request)."""
+def _dicom_name(path: str | os.PathLike[str]) -> str:
     p = Path(path)
-    name = p.name if p.suffix.lower() == ".dcm" else p.name + ".dcm"
-    return name, p.read_bytes(), "application/dicom"
+    return p.name if p.suffix.lower() == ".dcm" else p.name + ".dcm"
+
+
+def dicom_upload(path: str | os.PathLike[str]) -> tuple[str, bytes, str]:
+    """``(filename, data, content type)`` to upload one DICOM file."""
+    return _dicom_name(path), Path(path).read_bytes(), "application/dicom"
+
+
+def dicom_zip_upload(paths: list[str], name: str = "series.zip") -> tuple[str, bytes, str]:
+    """``(filename, data, content type)`` of a zip holding the DICOM files ``paths`` (a series or study goes to
+    the server's export in one request, so that one de-identification pass covers all of it). Files with
+    the same name get a number in front."""
+    buffer = io.BytesIO()
+    used: set[str] = set()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for i, path in enumerate(paths):
+            member = _dicom_name(path)
+            if member in used:
+                member = f"{i:05d}-{member}"
+            used.add(member)
+            zf.write(path, member)
+    return name, buffer.getvalue(), "application/zip"
 
 
 def extract_zip(data: bytes, folder: str | os.PathLike[str]) -> list[Path]:
