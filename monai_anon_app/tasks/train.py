@@ -192,7 +192,7 @@ class IdentityVAETrainTask(ModelTrainTask):
         from ..data.datasets import load_folder
         from ..inference.model_dir import CaseBank, save_json
         from ..training.disentangler import encode_all
-        from ..training.identity_vae import calibrate_novelty, nearest_distance, train_identity_vae
+        from ..training.run import fit_identity_generator
 
         source = self.store.require()
         anonymizer = self.store.anonymizer()
@@ -205,26 +205,16 @@ class IdentityVAETrainTask(ModelTrainTask):
             data = load_folder(data_dir, cfg.model.image_size)
         train, held_out = data.split_patients(cfg.calibration_fraction, seed=seed)
         model, bank = anonymizer.model, anonymizer.bank
-        ids = encode_all(model, train.images)["identity"]  # identity vectors: what the VAE generates
         with torch.no_grad():  # identity embeddings: the space every identity distance is measured in
-            emb = model.identity_embedding(ids)
-            held_emb = model.identity_embedding(encode_all(model, held_out.images)["identity"])
+            emb = model.identity_embedding(encode_all(model, train.images)["identity"])
         patients = sorted(set(train.patient_ids))
         pidx = torch.tensor([patients.index(p) for p in train.patient_ids])
         new_patients = torch.stack([emb[pidx == i].mean(0) for i in range(len(patients))])
         keep_away = torch.cat([bank.identities, new_patients])  # the model's training patients + the datastore's
-        calibration = calibrate_novelty(held_emb, keep_away, cfg.novelty_quantile)
         every = max(1, steps // 20)
-        vae = train_identity_vae(ids, keep_away, model.identity_projector, model.identity_head, cfg.vae_latent_dim,
-                                 steps, margin=calibration["held_out_nearest_median"], beta=cfg.vae_beta,
-                                 away_weight=cfg.vae_away_weight, entropy_weight=cfg.vae_entropy_weight, seed=seed,
-                                 on_step=lambda s, losses: self.progress(stats, s + 1, steps, losses, every))
-        with torch.no_grad():
-            samples = model.identity_embedding(vae.sample(1000, torch.Generator().manual_seed(seed)))
-        calibration["vae_acceptance_rate"] = float((nearest_distance(samples, keep_away)
-                                                    >= calibration["threshold"]).float().mean())
-        calibration["train_patients"] = len(patients)
-        calibration["held_out_patients"] = len(set(held_out.patient_ids))
+        vae, calibration = fit_identity_generator(
+            model, train, held_out, keep_away, cfg, steps=steps, seed=seed,
+            on_step=lambda s, losses: self.progress(stats, s + 1, steps, losses, every))
         calibration["retrained_from"] = source.name
         staged = self.store.staging_dir()
         for name in ("config.yaml", "model.pt", "README.md", "metrics.json"):
