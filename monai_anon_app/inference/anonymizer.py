@@ -140,7 +140,7 @@ class Anonymizer:
         try:
             model = DisentanglementModel(cfg.model, len(cfg.classes), state["identity_head.weight"].shape[0])
             model.load_state_dict(state)
-            vae = IdentityVAE(cfg.model.identity_dim, cfg.vae_latent_dim)
+            vae = IdentityVAE(cfg.model.identity_dim, cfg.vae_latent_dim, cfg.vae_hidden)
             vae.load_state_dict(torch.load(d / "identity_vae.pt", map_location="cpu", weights_only=True))
         except (RuntimeError, KeyError) as exc:
             raise ModelError(f"the weights in {d} do not fit this version of monai-anon's networks "

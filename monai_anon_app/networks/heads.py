@@ -47,7 +47,10 @@ def make_discriminator(spatial_dims: int, channels: int = 32, layers: int = 3) -
 class IdentityVAE(nn.Module):
     """VAE over identity vectors ``(B, I)`` with a ``latent_dim`` Gaussian latent.
 
-    ``sample(n, generator)`` draws synthetic identity vectors; the training loss (see
+    ``sample(n, generator)`` draws synthetic identity vectors ``(n, I)``. Latents are drawn from a
+    Gaussian fitted to the encoded training identities (:meth:`fit_prior`, an ex-post density estimate)
+    rather than from ``N(0, I)``, whose samples fall in the prior's holes and decode to atypical, blurred
+    identities; until :meth:`fit_prior` runs it is ``N(0, I)``. The training loss (see
     :mod:`monai_anon_app.training.identity_vae`) keeps samples away from every training identity.
     """
 
@@ -58,6 +61,8 @@ class IdentityVAE(nn.Module):
                                  nn.Linear(hidden, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 2 * latent_dim))
         self.dec = nn.Sequential(nn.Linear(latent_dim, hidden), nn.LeakyReLU(0.2),
                                  nn.Linear(hidden, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, identity_dim))
+        self.register_buffer("prior_mean", torch.zeros(latent_dim))
+        self.register_buffer("prior_scale_tril", torch.eye(latent_dim))
 
     def encode(self, identity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.enc(identity).chunk(2, dim=1)
@@ -72,6 +77,16 @@ class IdentityVAE(nn.Module):
         return self.decode(z), mu, logvar
 
     @torch.no_grad()
+    def fit_prior(self, identities: torch.Tensor, jitter: float = 1e-5) -> None:
+        """Fit the sampling Gaussian to the posterior means of ``identities (N, I)``; needs ``N >= 2``."""
+        if len(identities) < 2:
+            raise ValueError("fitting the identity prior needs at least 2 identity vectors")
+        mu, _ = self.encode(identities)
+        cov = torch.cov(mu.T) + jitter * torch.eye(self.latent_dim, device=mu.device)
+        self.prior_mean.copy_(mu.mean(0))
+        self.prior_scale_tril.copy_(torch.linalg.cholesky(cov))
+
+    @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        z = torch.randn(n, self.latent_dim, generator=generator, device=next(self.parameters()).device)
-        return self.decode(z)
+        eps = torch.randn(n, self.latent_dim, generator=generator, device=self.prior_mean.device)
+        return self.decode(self.prior_mean + eps @ self.prior_scale_tril.T)

@@ -58,6 +58,7 @@ class TrainConfig:
     threads: int = 0
     # identity VAE
     vae_latent_dim: int = 16
+    vae_hidden: int = 128
     vae_steps: int = 3000
     vae_beta: float = 0.05
     vae_away_weight: float = 1.0

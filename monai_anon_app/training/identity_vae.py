@@ -52,6 +52,7 @@ def train_identity_vae(
     beta: float = 0.05,
     away_weight: float = 1.0,
     entropy_weight: float = 0.1,
+    hidden: int = 128,
     seed: int = 0,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> IdentityVAE:
@@ -60,12 +61,14 @@ def train_identity_vae(
 
     Losses: reconstruction + ``beta`` KL, plus for prior samples a hinge ``relu(margin - d_nearest)``
     (``away_weight``) and the negative entropy of the closed-set identity head (``entropy_weight``),
-    so a sample is not confidently any training patient.
+    so a sample is not confidently any training patient. Afterwards the sampling Gaussian is fitted to the
+    encoded ``identities`` (:meth:`IdentityVAE.fit_prior`); the inference-time novelty check still rejects
+    any sample too near a training identity.
     """
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     mean, std = identities.mean(0), identities.std(0).clamp_min(1e-3)
-    vae = IdentityVAE(identities.shape[1], latent_dim)
+    vae = IdentityVAE(identities.shape[1], latent_dim, hidden)
     opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
     head, projector = identity_head.eval(), projector.eval()
     for p in [*head.parameters(), *projector.parameters()]:
@@ -99,4 +102,5 @@ def train_identity_vae(
         first.weight /= std
         last.weight *= std[:, None]
         last.bias.mul_(std).add_(mean)
+    vae.fit_prior(identities)
     return vae

@@ -58,7 +58,8 @@ def fit_identity_generator(model: DisentanglementModel, train: ImageSet, held_ou
     vae = train_identity_vae(
         encode_all(model, train.images)["identity"], keep_away, model.identity_projector, model.identity_head,
         cfg.vae_latent_dim, steps, margin=calibration["held_out_nearest_median"], beta=cfg.vae_beta,
-        away_weight=cfg.vae_away_weight, entropy_weight=cfg.vae_entropy_weight, seed=seed, on_step=on_step)
+        away_weight=cfg.vae_away_weight, entropy_weight=cfg.vae_entropy_weight, hidden=cfg.vae_hidden, seed=seed,
+        on_step=on_step)
     with torch.no_grad():
         samples = model.identity_embedding(vae.sample(1000, torch.Generator().manual_seed(seed)))
     calibration["vae_acceptance_rate"] = float((nearest_distance(samples, keep_away)

@@ -69,3 +69,21 @@ def test_identity_vae_samples_have_identity_shape_and_are_seeded():
     a = vae.sample(3, torch.Generator().manual_seed(1))
     b = vae.sample(3, torch.Generator().manual_seed(1))
     assert a.shape == (3, 12) and torch.equal(a, b)
+
+
+def test_identity_vae_samples_from_the_gaussian_fitted_to_encoded_identities():
+    torch.manual_seed(0)
+    vae = IdentityVAE(identity_dim=12, latent_dim=3)
+    identities = torch.randn(500, 12) * 4.0 + 10.0
+    mu, _ = vae.encode(identities)
+    vae.fit_prior(identities)
+    assert torch.allclose(vae.prior_mean, mu.mean(0), atol=1e-5)
+    torch.testing.assert_close(vae.prior_scale_tril @ vae.prior_scale_tril.T, torch.cov(mu.T), atol=1e-4, rtol=1e-3)
+    # the latents sample() decodes follow that Gaussian, not N(0, I)
+    g = torch.Generator().manual_seed(2)
+    eps = torch.randn(4000, 3, generator=torch.Generator().manual_seed(2))
+    z = vae.prior_mean + eps @ vae.prior_scale_tril.T
+    torch.testing.assert_close(vae.sample(4000, g), vae.decode(z))
+    assert (z.mean(0) - mu.mean(0)).abs().max() < 0.1 * mu.std(0).max()
+    with pytest.raises(ValueError, match="at least 2"):
+        vae.fit_prior(identities[:1])
