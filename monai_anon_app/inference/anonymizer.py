@@ -174,13 +174,15 @@ class Anonymizer:
                            candidates: int = 8, rounds: int = 32) -> tuple[torch.Tensor, float, float]:
         """A synthetic identity vector ``(I,)`` for ``seed`` with its embedding distance to the nearest
         training patient and to ``source`` (the source's identity *embedding* ``(E,)``); candidates
-        nearer than the calibrated threshold to either are rejected."""
+        nearer than the calibrated threshold to either are rejected. Each round that finds none draws from a
+        wider Gaussian (temperature ``1 + 0.25 × round``): typical identities first, further out only when
+        typical ones sit too close to real patients."""
         if candidates < 1:
             raise ValueError("candidates must be at least 1")
         g = torch.Generator().manual_seed(int(seed))
         src = source[None] if source is not None else None
-        for _ in range(rounds):
-            cand = self.vae.sample(candidates, g)
+        for r in range(rounds):
+            cand = self.vae.sample(candidates, g, temperature=1.0 + 0.25 * r)
             emb = self.model.identity_embedding(cand)
             d_train = nearest_distance(emb, self.bank.identities)
             d_src = cosine_distance(emb, src).squeeze(1) if src is not None else d_train

@@ -87,6 +87,7 @@ class IdentityVAE(nn.Module):
         self.prior_scale_tril.copy_(torch.linalg.cholesky(cov))
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
+        """``(n, I)`` identity vectors; ``temperature`` scales the sampling Gaussian's spread."""
         eps = torch.randn(n, self.latent_dim, generator=generator, device=self.prior_mean.device)
-        return self.decode(self.prior_mean + eps @ self.prior_scale_tril.T)
+        return self.decode(self.prior_mean + temperature * eps @ self.prior_scale_tril.T)

@@ -194,32 +194,28 @@ class Server:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory, phantoms: dict[str, Path], tiny_model: Path) -> Iterator[Server]:
-    """The real monai-anon MONAI Label app on 127.0.0.1, serving the DICOM phantoms with the tiny model."""
-    probe = _run([str(MONAI_ANON), "serve", "--help"], 120)
-    if probe.returncode != 0:
-        pytest.skip(f"'monai-anon serve' is not available yet: {probe.stderr.strip()[-300:]}")
-    work = tmp_path_factory.mktemp("serve")
+def _serve(work: Path, studies: Path, model: Path, scheme: str, extra: list[str],
+           verify: bool | str = True) -> Iterator[Server]:
+    """Start ``monai-anon serve`` on loopback, wait for ``/info/``, yield it, stop it."""
     port = free_port()
     log = work / "server.log"
-    env = {**os.environ, "MONAI_ANON_MODELS": str(tiny_model.parent), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "MONAI_ANON_MODELS": str(model.parent), "PYTHONUNBUFFERED": "1"}
     with open(log, "w") as out:
         process = subprocess.Popen(
-            [str(MONAI_ANON), "serve", "--studies", str(phantoms["dicom"]), "--host", "127.0.0.1", "--port", str(port),
-             "--model", str(tiny_model), "--workdir", str(work / "workdir"), "--workers", "1"],
+            [str(MONAI_ANON), "serve", "--studies", str(studies), "--host", "127.0.0.1", "--port", str(port),
+             "--model", str(model), "--workdir", str(work / "workdir"), "--workers", "1", *extra],
             stdout=out, stderr=subprocess.STDOUT, cwd=work, env=env, start_new_session=True)
-    srv = Server(f"http://127.0.0.1:{port}", process, log, phantoms["dicom"], tiny_model)
+    srv = Server(f"{scheme}://127.0.0.1:{port}", process, log, studies, model)
     deadline = time.monotonic() + 240
     try:
         while True:
             if process.poll() is not None:
-                pytest.fail(f"monai-anon serve exited with {process.returncode}:\n{srv.log_tail()}")
+                pytest.fail(f"monai-anon serve ({scheme}) exited with {process.returncode}:\n{srv.log_tail()}")
             with contextlib.suppress(requests.RequestException):
-                if requests.get(srv.url + "/info/", timeout=5).status_code == 200:
+                if requests.get(srv.url + "/info/", timeout=5, verify=verify).status_code == 200:
                     break
             if time.monotonic() > deadline:
-                pytest.fail(f"monai-anon serve did not answer /info/ within 240 s:\n{srv.log_tail()}")
+                pytest.fail(f"monai-anon serve ({scheme}) did not answer /info/ within 240 s:\n{srv.log_tail()}")
             time.sleep(0.5)
         yield srv
     finally:
@@ -229,6 +225,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, phantoms: dict[str, Path], 
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, phantoms: dict[str, Path], tiny_model: Path) -> Iterator[Server]:
+    """The real monai-anon MONAI Label app on 127.0.0.1, serving the DICOM phantoms with the tiny model."""
+    yield from _serve(tmp_path_factory.mktemp("serve"), phantoms["dicom"], tiny_model, "http", [])
 
 
 @pytest.fixture
@@ -329,36 +331,5 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
 def https_server(tmp_path_factory: pytest.TempPathFactory, phantoms: dict[str, Path], tiny_model: Path,
                  tls: Tls) -> Iterator[Server]:
     """The real app again, serving HTTPS with a certificate from the throwaway CA."""
-    probe = _run([str(MONAI_ANON), "serve", "--help"], 120)
-    if probe.returncode != 0 or "--ssl-certfile" not in probe.stdout:
-        pytest.skip("'monai-anon serve' cannot serve HTTPS yet")
-    work = tmp_path_factory.mktemp("serve-https")
-    port = free_port()
-    log = work / "server.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [str(MONAI_ANON), "serve", "--studies", str(phantoms["dicom"]), "--host", "127.0.0.1", "--port", str(port),
-             "--model", str(tiny_model), "--workdir", str(work / "workdir"), "--workers", "1",
-             "--ssl-certfile", str(tls.cert), "--ssl-keyfile", str(tls.key)],
-            stdout=out, stderr=subprocess.STDOUT, cwd=work, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            start_new_session=True)
-    srv = Server(f"https://127.0.0.1:{port}", process, log, phantoms["dicom"], tiny_model)
-    deadline = time.monotonic() + 240
-    try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"monai-anon serve (HTTPS) exited with {process.returncode}:\n{srv.log_tail()}")
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(srv.url + "/info/", timeout=5, verify=str(tls.ca)).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"monai-anon serve (HTTPS) did not answer within 240 s:\n{srv.log_tail()}")
-            time.sleep(0.5)
-        yield srv
-    finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+    yield from _serve(tmp_path_factory.mktemp("serve-https"), phantoms["dicom"], tiny_model, "https",
+                      ["--ssl-certfile", str(tls.cert), "--ssl-keyfile", str(tls.key)], verify=str(tls.ca))
