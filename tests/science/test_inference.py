@@ -47,27 +47,30 @@ def test_synthetic_identities_respect_the_novelty_threshold(anonymizer):
         assert d_train >= anonymizer.threshold
 
 
-def test_candidates_near_a_training_identity_are_rejected(anonymizer):
-    """If the identity generator could only produce a training patient, anonymization must refuse."""
-    model = anonymizer.model
-    target = anonymizer.bank.identities[0]
-
-    # an identity vector whose embedding is (nearly) training patient 0's
-    best = torch.zeros(1, model.cfg.identity_dim, requires_grad=True)
+def _copy_of(anonymizer, target: torch.Tensor) -> torch.Tensor:
+    """An identity vector ``(1, I)`` whose embedding is (nearly) the training embedding ``target``."""
+    best = torch.zeros(1, anonymizer.model.cfg.identity_dim, requires_grad=True)
     opt = torch.optim.Adam([best], lr=0.1)
     for _ in range(200):
-        loss = (1 - torch.nn.functional.cosine_similarity(model.identity_embedding(best), target[None])).sum()
+        emb = anonymizer.model.identity_embedding(best)
+        loss = (1 - torch.nn.functional.cosine_similarity(emb, target[None])).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
-    model.zero_grad(set_to_none=True)
+    anonymizer.model.zero_grad(set_to_none=True)
     assert loss.item() < anonymizer.threshold
+    return best.detach()
+
+
+def test_candidates_near_a_training_identity_are_rejected(anonymizer):
+    """If the identity generator could only produce a training patient, anonymization must refuse."""
+    copy = _copy_of(anonymizer, anonymizer.bank.identities[0])
 
     class Copycat(torch.nn.Module):
         latent_dim = 1
 
-        def sample(self, n, generator=None):
-            return best.detach().expand(n, -1)
+        def sample(self, n, generator=None, temperature=1.0):
+            return copy.expand(n, -1)
 
     original = anonymizer.vae
     anonymizer.vae = Copycat()
@@ -76,6 +79,28 @@ def test_candidates_near_a_training_identity_are_rejected(anonymizer):
             anonymizer.synthetic_identity(0, rounds=2)
     finally:
         anonymizer.vae = original
+
+
+def test_sampling_widens_when_typical_identities_sit_on_training_patients(anonymizer):
+    """Rounds after the first draw from a wider Gaussian, so a generator whose typical samples copy a
+    training patient still yields a novel identity instead of failing."""
+    copy = _copy_of(anonymizer, anonymizer.bank.identities[0])
+    original, seen = anonymizer.vae, []
+
+    class TypicalIsACopy(torch.nn.Module):
+        latent_dim = original.latent_dim
+
+        def sample(self, n, generator=None, temperature=1.0):
+            seen.append(temperature)
+            return copy.expand(n, -1) if temperature == 1.0 else original.sample(n, generator, temperature)
+
+    anonymizer.vae = TypicalIsACopy()
+    try:
+        _, d_train, _ = anonymizer.synthetic_identity(0)
+    finally:
+        anonymizer.vae = original
+    assert seen[0] == 1.0 and len(seen) > 1 and seen[1] > 1.0
+    assert d_train >= anonymizer.threshold
 
 
 def test_residual_mode_adds_the_change_to_the_original(anonymizer, image):
