@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from monai_anon_app.dicom.batch import process_dicom  # noqa: E402
 from monai_anon_app.dicom.files import is_dicom  # noqa: E402
 from monai_anon_app.dicom.options import DeidOptions  # noqa: E402
+from monai_anon_app.dicom.pixel_change import KEPT  # noqa: E402
 
 
 def corpora() -> dict[str, list[Path]]:
@@ -59,7 +60,7 @@ def methods(dst: Path) -> dict[str, Callable[[Path], None]]:
 
     def deid(src: Path) -> None:
         if is_dicom(src):
-            process_dicom(src, dst, options, None, headers_only=True, derivation="")
+            process_dicom(src, dst, options, None, KEPT)
 
     out = {"pydicom read+write": roundtrip, "monai-anon deid": deid}
     try:

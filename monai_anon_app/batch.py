@@ -1,10 +1,12 @@
 """``monai-anon anonymize`` and ``monai-anon counterfactual``: files and folders of DICOM, NIfTI and PNG.
 
-OUTPUT mirrors INPUT in the same formats. Pixels go through the model; DICOM headers through the
-PS3.15 de-identifier. A file the model cannot take is refused with a reason (never passed through
-with its original pixels) unless ``--headers-only``; files that are not images are skipped and never
-copied. The summary counts done / refused / failed / skipped; the exit code is 0 only when every
-image asked for was done.
+OUTPUT holds the same images in the same formats, named from new identifiers, never from the input path
+(DICOM by new Study/Series/SOP UIDs, PNG and NIfTI by a keyed pseudonym) unless ``--keep-names``. Pixels
+go through the model; DICOM headers through the PS3.15 de-identifier, with markers that say what was
+done to the pixels. A file the model cannot take is refused with a reason (never passed through with its
+original pixels) unless ``--headers-only``; files that are not images are skipped and never copied. The
+summary counts done / refused / failed / skipped; the exit code is 0 only when every image asked for was
+done.
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from .dicom.outputs import OutputLayout
+
 __all__ = ["BatchSummary", "add_parser", "run_batch", "seed_for"]
-
-ANONYMIZE_DERIVATION = "Anonymized by monai-anon: identity features replaced by a synthetic identity"
-COUNTERFACTUAL_DERIVATION = "Counterfactual by monai-anon: medical features replaced by those of class {target}"
-
 
 @dataclass
 class BatchSummary:
@@ -58,11 +60,12 @@ def seed_for(base_seed: int, key: str | None) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from .dicom.cli import add_deid_arguments
 
+    description = " ".join(__doc__.split("\n\n")[1].split())
     for name in ("anonymize", "counterfactual"):
         anonymize = name == "anonymize"
         p = sub.add_parser(
             name, help="anonymize images (identity replaced)" if anonymize else "make counterfactual images",
-            description=__doc__.split("\n\n")[1].replace("\n", " "))
+            description=description)
         p.add_argument("paths", nargs="+", metavar="INPUT OUTPUT",
                        help="input file or folder, then output file or folder"
                             + (" (with --sample: only OUTPUT)" if anonymize else ""))
@@ -101,13 +104,14 @@ def _paths(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .dicom.cli import options_from_args
+    from .dicom.cli import layout_from_args, options_from_args
 
     src, dst = _paths(args)
     options = options_from_args(args)
     anonymize = args.command == "anonymize"
     seed = args.seed if anonymize and args.seed is not None else secrets.randbelow(2**31)
-    summary = run_batch(src, dst, args.command, options, model=args.model, seed=seed,
+    layout = layout_from_args(args, src, dst, options)
+    summary = run_batch(layout, args.command, options, model=args.model, seed=seed,
                         candidates=getattr(args, "candidates", 8), mode=args.mode,
                         target=getattr(args, "target", None), headers_only=getattr(args, "headers_only", False),
                         progress=not args.no_progress)
@@ -115,26 +119,31 @@ def run(args: argparse.Namespace) -> int:
         print(f"refused: {name}: {reason}", file=sys.stderr)
     for name, reason in summary.failed:
         print(f"failed: {name}: {reason}", file=sys.stderr)
+    if summary.done and not layout.single:
+        print(f"outputs: {layout.describe()}")
     print(summary.line(args.command) + (f"; seed {seed}" if anonymize else ""))
     return 0 if summary.ok else 1
 
 
-def run_batch(src: Path, dst: Path, command: str, options, model: str | None = None, seed: int = 0,
+def run_batch(layout: OutputLayout, command: str, options, model: str | None = None, seed: int = 0,
               candidates: int = 8, mode: str = "full", target: str | None = None, headers_only: bool = False,
               progress: bool = True) -> BatchSummary:
-    """Process every file under ``src`` into ``dst``; see the module docstring."""
+    """Process every file of ``layout`` (an :class:`~monai_anon_app.dicom.outputs.OutputLayout`: the
+    inputs and where each output goes); see the module docstring."""
     from tqdm import tqdm
 
     from .data.io import InputError, image_format, read_image, write_image
     from .dicom.batch import Refused, Skipped, process_dicom
-    from .dicom.cli import plan_outputs
+    from .dicom.mapping import append_mapping
+    from .dicom.pixel_change import of_command
     from .inference import Anonymizer, ModelError, resolve_model
 
-    pairs = plan_outputs(src, dst)
-    if not pairs:
+    src = layout.src
+    inputs = layout.inputs()
+    if not inputs:
         raise InputError(f"{src} holds no files")
-    if Path(src).is_file() and image_format(src) is None:
-        raise InputError(f"{Path(src).name} is not a PNG, NIfTI or DICOM image")
+    if src.is_file() and image_format(src) is None:
+        raise InputError(f"{src.name} is not a PNG, NIfTI or DICOM image")
     loaded: list[Anonymizer] = []
 
     def anonymizer() -> Anonymizer:  # loaded on first use: headers-only runs need no model
@@ -150,27 +159,28 @@ def run_batch(src: Path, dst: Path, command: str, options, model: str | None = N
             return a.anonymize(pixels, seed=seed_for(seed, key), candidates=candidates, mode=mode).image
         return a.counterfactual(pixels, target=target, mode=mode).image
 
-    derivation = (ANONYMIZE_DERIVATION if command == "anonymize"
-                  else COUNTERFACTUAL_DERIVATION.format(target=target))
+    change = of_command(command, mode, target, headers_only)
     summary = BatchSummary()
-    for path, out in tqdm(pairs, unit="file", desc=command, disable=not progress or len(pairs) < 2,
-                          file=sys.stderr):
+    for path in tqdm(inputs, unit="file", desc=command, disable=not progress or len(inputs) < 2, file=sys.stderr):
         fmt = image_format(path)
         if fmt is None:
             summary.skipped["not an image"] += 1
             continue
         try:
             if fmt == "dicom":
-                process_dicom(path, out, options, None if headers_only else pixel_fn, headers_only, derivation)
+                process_dicom(path, layout.dicom(path), options, None if headers_only else pixel_fn, change)
             elif headers_only:
                 raise Refused(f"--headers-only applies to DICOM; a {fmt.upper()} file has no header to clean "
                               "and its pixels would be kept")
             else:
                 image = read_image(path)
-                write_image(out, pixel_fn(image.pixels, None), _scrubbed(image))
+                out = layout.image(path)
+                write_image(out, pixel_fn(image.pixels, None), image)
+                if options.mapping_file is not None:
+                    append_mapping(options.mapping_file, path, out)
             summary.done += 1
         except Skipped as exc:
-            summary.skipped[str(exc).split(";")[0]] += 1
+            summary.skipped[exc.label] += 1
         except (Refused, InputError) as exc:
             summary.refused.append((str(path), str(exc)))
         except ModelError:
@@ -180,15 +190,3 @@ def run_batch(src: Path, dst: Path, command: str, options, model: str | None = N
     if not summary.done and not summary.refused and not summary.failed:
         raise InputError(f"{src} holds no PNG, NIfTI or DICOM images")
     return summary
-
-
-def _scrubbed(image):
-    """The NIfTI header without its free-text fields (they may carry identifiers); PNG carries none."""
-    if image.format == "nifti":
-        header = image.meta["header"].copy()
-        for name in ("descrip", "aux_file", "intent_name", "db_name"):
-            if name in header:
-                header[name] = b""
-        image.meta["header"] = header
-    return image
-

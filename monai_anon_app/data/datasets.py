@@ -11,19 +11,21 @@ import numpy as np
 
 from .io import InputError, read_image
 from .phantoms import Cohort
-from .transforms import to_model
+from .transforms import from_model, to_model
 
 __all__ = ["ImageSet", "PatientBatchSampler", "from_cohort", "load_folder"]
 
 
 @dataclass
 class ImageSet:
-    """``images (N, S, S)`` float32 in ``[0, 1]`` with per-image ``patient_ids``, ``findings`` and ``names``."""
+    """``images (N, S, S)`` float32 in ``[0, 1]`` with per-image ``patient_ids``, ``findings`` and ``names``;
+    ``masks (N, S, S)`` in ``[0, 1]`` (where the finding is) when the data provides them, else ``None``."""
 
     images: np.ndarray
     patient_ids: list[str]
     findings: list[str]
     names: list[str]
+    masks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -31,7 +33,7 @@ class ImageSet:
     def subset(self, idx: Sequence[int] | np.ndarray) -> ImageSet:
         idx = np.asarray(idx, dtype=int)
         return ImageSet(self.images[idx], [self.patient_ids[i] for i in idx], [self.findings[i] for i in idx],
-                        [self.names[i] for i in idx])
+                        [self.names[i] for i in idx], None if self.masks is None else self.masks[idx])
 
     def split_patients(self, fraction: float, seed: int = 0) -> tuple[ImageSet, ImageSet]:
         """Split by patient: ``(rest, held_out)`` with about ``fraction`` of the patients held out."""
@@ -48,12 +50,15 @@ def from_cohort(cohort: Cohort, size: int) -> ImageSet:
     """Render a phantom cohort at ``size`` (scaled like any input through :func:`to_model`)."""
     cases = list(cohort)
     images = np.stack([to_model(c.image(size), size).tensor[0].numpy() for c in cases])
+    masks = np.stack([c.mask(size) for c in cases]).astype(np.float32)
     return ImageSet(images, [c.patient_id for c in cases], [c.finding.kind for c in cases],
-                    [f"{c.patient_id}_v{c.visit:02d}" for c in cases])
+                    [f"{c.patient_id}_v{c.visit:02d}" for c in cases], masks)
 
 
 def load_folder(folder: str | Path, size: int) -> ImageSet:
-    """Read every image listed in ``folder/labels.csv`` (columns ``file,patient_id,finding``)."""
+    """Read every image listed in ``folder/labels.csv`` (columns ``file,patient_id,finding``, and optionally
+    ``mask``: an image of where the finding is, values in ``[0, 1]``, 8-bit ``0…255`` or 16-bit ``0…65535``;
+    empty for none)."""
     folder = Path(folder)
     labels = folder / "labels.csv"
     if not labels.is_file():
@@ -63,7 +68,8 @@ def load_folder(folder: str | Path, size: int) -> ImageSet:
     missing = {"file", "patient_id", "finding"} - set(rows[0].keys() if rows else ())
     if missing:
         raise InputError(f"{labels} lacks the column(s) {', '.join(sorted(missing))}")
-    images = []
+    images, masks = [], []
+    with_masks = "mask" in rows[0]
     for row in rows:
         path = folder / row["file"]
         if path.suffix.lower() in (".dcm", ".dicom"):
@@ -73,8 +79,22 @@ def load_folder(folder: str | Path, size: int) -> ImageSet:
         else:
             pixels = read_image(path).pixels
         images.append(to_model(pixels, size).tensor[0].numpy())
+        if with_masks:
+            masks.append(_read_mask(folder, row.get("mask") or "", size, pixels.shape))
     return ImageSet(np.stack(images), [r["patient_id"] for r in rows], [r["finding"] for r in rows],
-                    [r["file"] for r in rows])
+                    [r["file"] for r in rows], np.stack(masks) if with_masks else None)
+
+
+def _read_mask(folder: Path, name: str, size: int, shape: tuple[int, ...]) -> np.ndarray:
+    """A finding mask resized to ``(size, size)`` in ``[0, 1]``; all zeros when ``name`` is empty."""
+    if not name:
+        return np.zeros((size, size), np.float32)
+    pixels = read_image(folder / name).pixels.astype(np.float32)
+    if pixels.shape != shape:
+        raise InputError(f"mask {name} is {pixels.shape}, its image is {shape}; they must have the same size")
+    top = float(pixels.max())
+    scaled = pixels if top <= 1 else pixels / (255.0 if top <= 255 else 65535.0)
+    return from_model(np.clip(scaled, 0, 1), 0.0, 1.0, (size, size))
 
 
 class PatientBatchSampler:

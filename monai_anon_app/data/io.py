@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from .metadata import clean_nifti_header, save_png
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -155,10 +156,9 @@ def atomic_write(path: str | os.PathLike, write) -> None:
 
 def new_nifti(pixels: np.ndarray, spacing: tuple[float, float]) -> Image2D:
     """An :class:`Image2D` template for writing ``pixels (H, W)`` as a fresh 2D NIfTI with ``spacing`` (mm)."""
-    import nibabel as nib
 
     affine = np.diag([-spacing[1], -spacing[0], 1.0, 1.0])  # rows run head to feet, columns right to left
-    header = nib.Nifti1Header()
+    header = clean_nifti_header()
     header.set_xyzt_units("mm")
     shape = (pixels.shape[1], pixels.shape[0], 1)
     return Image2D(np.asarray(pixels, np.float32), "nifti",
@@ -166,20 +166,19 @@ def new_nifti(pixels: np.ndarray, spacing: tuple[float, float]) -> Image2D:
 
 
 def write_image(path: str | os.PathLike, pixels: np.ndarray, like: Image2D) -> None:
-    """Write ``pixels (H, W)`` in ``like``'s format, geometry and intensity type, atomically."""
+    """Write ``pixels (H, W)`` in ``like``'s format, geometry and intensity type, atomically; no free text of
+    ``like``'s file comes along (:mod:`~monai_anon_app.data.metadata`)."""
     pixels = np.asarray(pixels, dtype=np.float32)
     if pixels.shape != like.pixels.shape:
         raise ValueError(f"result shape {pixels.shape} differs from the input's {like.pixels.shape}")
     if like.format == "png":
-        from PIL import Image
-
         info = np.iinfo(like.meta.get("dtype", "uint8"))
         arr = np.clip(np.rint(pixels), info.min, info.max).astype(info.dtype)
-        atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format="PNG"))
+        atomic_write(path, lambda tmp: save_png(tmp, arr))
     elif like.format == "nifti":
         import nibabel as nib
 
-        header = like.meta["header"].copy()
+        header = clean_nifti_header(like.meta["header"])
         header.set_data_dtype(np.float32)
         header["scl_slope"], header["scl_inter"] = 1.0, 0.0
         data = pixels.T.reshape(like.meta["shape"])

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ModelInput", "from_model", "to_model"]
+__all__ = ["ModelInput", "from_model", "jitter", "to_model"]
 
 
 @dataclass
@@ -58,3 +58,17 @@ def from_model(model_image: torch.Tensor | np.ndarray, low: float, high: float,
         t = _resize(t, tuple(shape))
     scale = high - low if high > low else 1.0
     return (t.numpy() * scale + low).astype(np.float32)
+
+
+def jitter(x: torch.Tensor, shift: int, g: torch.Generator) -> torch.Tensor:
+    """Random augmentation of ``(B, C, H, W)`` images for judges: a cyclic translation by up to ``shift``
+    pixels and a small gain/offset jitter, drawn per image from ``g``. Differentiable in ``x``."""
+    if shift <= 0:
+        return x
+    b = x.shape[0]
+    dy = torch.randint(-shift, shift + 1, (b,), generator=g).tolist()
+    dx = torch.randint(-shift, shift + 1, (b,), generator=g).tolist()
+    out = torch.stack([torch.roll(x[i], shifts=(dy[i], dx[i]), dims=(-2, -1)) for i in range(b)])
+    gain = 1 + 0.1 * (torch.rand(b, 1, 1, 1, generator=g) - 0.5)
+    offset = 0.05 * (torch.rand(b, 1, 1, 1, generator=g) - 0.5)
+    return out * gain.to(x) + offset.to(x)

@@ -1,7 +1,8 @@
 """``monai-anon deid INPUT OUTPUT``: PS3.15 de-identification of DICOM headers, file or folder.
 
-Also exports the shared option handling (:func:`add_deid_arguments`, :func:`options_from_args`) that
-``monai-anon anonymize`` offers too, and the folder walk (:func:`plan_outputs`) with its summary.
+Also exports the shared option handling (:func:`add_deid_arguments`, :func:`options_from_args`,
+:func:`layout_from_args`) that ``monai-anon anonymize`` offers too, and the summary. Output names come
+from :class:`~monai_anon_app.dicom.outputs.OutputLayout`: nothing of the input path by default.
 """
 
 from __future__ import annotations
@@ -11,8 +12,13 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["Summary", "add_deid_arguments", "add_parser", "options_from_args", "plan_outputs", "run"]
+if TYPE_CHECKING:
+    from .options import DeidOptions
+    from .outputs import OutputLayout
+
+__all__ = ["Summary", "add_deid_arguments", "add_parser", "layout_from_args", "options_from_args", "run"]
 
 _FLAGS = (
     ("--retain-modified-dates", "keep intervals: shift every date by one keyed offset per patient"),
@@ -37,8 +43,11 @@ def add_deid_arguments(parser: argparse.ArgumentParser) -> None:
     keys.add_argument("--key-file", metavar="FILE", type=Path,
                       help="read the secret from FILE (created with a random key if missing); keep it private")
     group.add_argument("--mapping-file", metavar="CSV", type=Path,
-                       help="append original→new identifiers to CSV (the only output that links back; "
-                            "nothing is written without this)")
+                       help="append original→new identifiers and input→output paths to CSV (the only output "
+                            "that links back; nothing is written without this)")
+    group.add_argument("--keep-names", action="store_true",
+                       help="name outputs as the inputs are named (default: DICOM by new Study/Series/SOP UIDs, "
+                            "PNG and NIfTI by a keyed pseudonym); input names may carry identifiers")
 
 
 def options_from_args(args: argparse.Namespace):
@@ -57,17 +66,29 @@ def options_from_args(args: argparse.Namespace):
     return DeidOptions(**flags, mapping_file=getattr(args, "mapping_file", None), **extra)
 
 
+def layout_from_args(args: argparse.Namespace, src: Path, dst: Path, options: DeidOptions) -> OutputLayout:
+    """The :class:`~monai_anon_app.dicom.outputs.OutputLayout` of a run (warns on ``--keep-names``)."""
+    from .outputs import KEEP_NAMES_WARNING, OutputLayout
+
+    keep = bool(getattr(args, "keep_names", False))
+    layout = OutputLayout(src, dst, options.key, keep_names=keep)
+    if keep and not layout.single:
+        print(KEEP_NAMES_WARNING, file=sys.stderr)
+    return layout
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "deid", help="de-identify DICOM headers (PS3.15 Basic Profile), file or folder",
         description="De-identify the headers of any DICOM object (images, SR, RT, SEG ...) with the PS3.15 "
                     "Basic Application Level Confidentiality Profile. Pixels are kept as they are and never "
-                    "claimed clean. A folder is mirrored into OUTPUT (file and folder names are kept as they "
-                    "are); files that are not DICOM are skipped and never copied. Without --key or --key-file a "
+                    "claimed clean. Outputs are named <StudyUID>/<SeriesUID>/<SOPUID>.dcm by their new UIDs, "
+                    "never from the input path (unless --keep-names); files that are not DICOM are skipped and "
+                    "never copied. Without --key or --key-file a "
                     "random key is used, so UIDs and pseudonyms are consistent within this run only. Exit code 0 "
                     "only when every DICOM file was de-identified.")
     p.add_argument("input", type=Path, help="DICOM file or folder")
-    p.add_argument("output", type=Path, help="output file or folder (mirrors INPUT)")
+    p.add_argument("output", type=Path, help="output file or folder")
     add_deid_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     p.set_defaults(func=run)
@@ -87,53 +108,39 @@ class Summary:
         return f"{command}: {self.done} done, {skipped} skipped{why}, {len(self.failed)} failed"
 
 
-def plan_outputs(src: Path, dst: Path) -> list[tuple[Path, Path]]:
-    """``(input file, output file)`` pairs: a file maps to ``dst`` (or ``dst/name`` when ``dst`` is a
-    folder); a folder is walked in sorted order and mirrored under ``dst``."""
-    from ..data.io import InputError
-
-    src, dst = Path(src), Path(dst)
-    if not src.exists():
-        raise InputError(f"{src} does not exist")
-    if src.is_file():
-        return [(src, dst / src.name if dst.is_dir() else dst)]
-    s, d = src.resolve(), dst.resolve()
-    if d == s or s in d.parents:
-        raise InputError(f"the output folder {dst} must not be the input folder or inside it")
-    if dst.exists() and not dst.is_dir():
-        raise InputError(f"{dst} is a file; the output of a folder must be a folder")
-    return [(p, dst / p.relative_to(src)) for p in sorted(src.rglob("*")) if p.is_file()]
-
-
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..data.io import InputError
     from .batch import Skipped, process_dicom
     from .files import is_dicom
+    from .pixel_change import KEPT
 
     options = options_from_args(args)
-    pairs = plan_outputs(args.input, args.output)
-    if not pairs:
-        raise InputError(f"{args.input} holds no files")
     if Path(args.input).is_file() and not is_dicom(args.input):
         raise InputError(f"{args.input} is not a DICOM file")
+    layout = layout_from_args(args, args.input, args.output, options)
+    inputs = layout.inputs()
+    if not inputs:
+        raise InputError(f"{args.input} holds no files")
     summary = Summary()
-    bar = tqdm(pairs, unit="file", desc="deid", disable=args.no_progress or len(pairs) < 2, file=sys.stderr)
-    for src, dst in bar:
+    bar = tqdm(inputs, unit="file", desc="deid", disable=args.no_progress or len(inputs) < 2, file=sys.stderr)
+    for src in bar:
         if not is_dicom(src):
             summary.skipped["not DICOM"] += 1
             continue
         try:
-            process_dicom(src, dst, options, None, headers_only=True, derivation="")
+            process_dicom(src, layout.dicom(src), options, None, KEPT)
             summary.done += 1
-        except Skipped:
-            summary.skipped["DICOMDIR"] += 1
+        except Skipped as exc:
+            summary.skipped[exc.label] += 1
         except (InputError, ValueError, OSError) as exc:
             summary.failed.append((str(src), str(exc)))
         except Exception as exc:  # one bad file must not stop the batch
             summary.failed.append((str(src), f"{exc.__class__.__name__}: {' '.join(str(exc).split())[:200]}"))
     for name, reason in summary.failed:
         print(f"failed: {name}: {reason}", file=sys.stderr)
+    if summary.done and not layout.single:
+        print(f"outputs: {layout.describe()}")
     print(summary.line())
     return 0 if not summary.failed else 1

@@ -30,6 +30,7 @@ from .. import __version__
 from .dates import shift_values
 from .keys import KeyRing
 from .options import DeidOptions
+from .pixel_change import KEPT, PixelChange
 from .profile import Plan, compile_plan, iod_types, resolve
 from .scrub import Scrubber
 
@@ -104,8 +105,9 @@ class Deidentifier:
         """Keyed hash of the patient (same for every image of the patient, never the raw ID)."""
         return self.keys.identity_key(patient_key(ds))
 
-    def apply(self, ds: Dataset, pixels_cleaned: bool = False) -> DeidRecord:
-        """De-identify ``ds`` (and its ``file_meta``) in place; return what changed."""
+    def apply(self, ds: Dataset, pixels: PixelChange = KEPT) -> DeidRecord:
+        """De-identify ``ds`` (and its ``file_meta``) in place; return what changed. ``pixels``: what was
+        done to its pixels, which decides the pixel markers (:mod:`~monai_anon_app.dicom.pixel_change`)."""
         key = patient_key(ds)
         pid = str(ds.get("PatientID", "") or "").strip()
         own = self.keys.is_own_pseudonym(pid)
@@ -121,7 +123,7 @@ class Deidentifier:
         ctx = _Context(iod_types(str(ds.get("SOPClassUID", "") or "")), record.date_offset_days,
                        record.pseudonym, scrubber, keep_refs)
         self._visit(ds, (), ctx)
-        self._mark(ds, pixels_cleaned)
+        self._mark(ds, pixels)
         self._file_meta(ds)
         ds.preamble = b"\0" * 128  # a preamble may carry a TIFF header or other payload
         for k, old in before.items():
@@ -287,17 +289,17 @@ class Deidentifier:
         # other VRs (codes, numbers): clean means keep
 
     # -- markers and file meta --------------------------------------------------------------------
-    def _marker_dataset(self, pixels_cleaned: bool) -> Dataset:
+    def _marker_dataset(self, pixels: PixelChange) -> Dataset:
         opts = self.options
         m = Dataset()
         m.PatientIdentityRemoved = "YES"
         methods = [f"{SOFTWARE} {__version__}", f"PS3.15 Basic Profile table {self.plan.edition}"]
         methods += [name.replace("_", " ")[:64] for name in opts.flags]
-        if pixels_cleaned:
-            methods.append("pixels replaced by the model")
+        if pixels.method:
+            methods.append(pixels.method)
         m.DeidentificationMethod = methods
         items = []
-        for keyword in opts.code_keywords(pixels_cleaned):
+        for keyword in opts.code_keywords(pixels.clean):
             code = getattr(codes.cid7050, keyword)
             item = Dataset()
             item.CodeValue, item.CodingSchemeDesignator = code.value, code.scheme_designator
@@ -305,9 +307,10 @@ class Deidentifier:
             items.append(item)
         m.DeidentificationMethodCodeSequence = items
         m.LongitudinalTemporalInformationModified = opts.temporal
-        if pixels_cleaned:
+        if pixels.clean:
             m.BurnedInAnnotation = "NO"
-            m.RecognizableVisualFeatures = "NO"
+        if pixels.recognizable is not None:
+            m.RecognizableVisualFeatures = pixels.recognizable
         m.ContributingEquipmentSequence = [self._equipment_item()]
         return m
 
@@ -324,11 +327,11 @@ class Deidentifier:
                                         f"({self.options.describe()})")[:1024]
         return item
 
-    def _markers_for(self, implicit: bool | None, little: bool | None, pixels_cleaned: bool) -> dict[int, object]:
-        key = (implicit, little, pixels_cleaned)
+    def _markers_for(self, implicit: bool | None, little: bool | None, pixels: PixelChange) -> dict[int, object]:
+        key = (implicit, little, pixels)
         cached = self._markers.get(key)
         if cached is None:
-            m = self._marker_dataset(pixels_cleaned)
+            m = self._marker_dataset(pixels)
             if implicit is None or little is None:
                 cached = {tag: m[tag] for tag in m}
             else:  # pre-encode once in the file's encoding; raw elements are written as they are
@@ -340,11 +343,11 @@ class Deidentifier:
             self._markers[key] = cached
         return cached
 
-    def _mark(self, ds: Dataset, pixels_cleaned: bool) -> None:
+    def _mark(self, ds: Dataset, pixels: PixelChange) -> None:
         d = ds._dict
         for tag in MARKER_TAGS[:4]:
             d.pop(tag, None)
-        markers = self._markers_for(ds.is_implicit_VR, ds.is_little_endian, pixels_cleaned)
+        markers = self._markers_for(ds.is_implicit_VR, ds.is_little_endian, pixels)
         equipment = d.get(CONTRIBUTING_EQUIPMENT)
         for tag, elem in markers.items():
             if tag == CONTRIBUTING_EQUIPMENT and equipment is not None:

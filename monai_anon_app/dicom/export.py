@@ -3,14 +3,14 @@
 Library functions for the MONAI Label export task::
 
     export_study_zip(dicom_paths: list[Path], out_zip: Path, options: DeidOptions,
-                     pixel_fn: PixelFn | None, headers_only: bool = False, *,
-                     derivation: str = DEFAULT_DERIVATION) -> ExportSummary
+                     pixel_fn: PixelFn | None, change: PixelChange) -> ExportSummary
 
-        Anonymize every file (pixels through ``pixel_fn`` unless ``headers_only``; headers through the
-        PS3.15 engine) and write them to ``out_zip`` (atomically) as
-        ``<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm`` with the *new* UIDs. Files the
-        model cannot take are refused and listed, not exported; unreadable files are listed as failed.
-        Raises ``InputError`` when nothing could be exported (the reasons are in the message).
+        Anonymize every file (pixels through ``pixel_fn`` when ``change`` changes them, with the markers
+        ``change`` allows; headers through the PS3.15 engine) and write them to ``out_zip`` (atomically)
+        as ``<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm`` with the *new* UIDs: nothing
+        of the input's names. Files the model cannot take are refused and listed, not exported;
+        unreadable files are listed as failed; a second file of the same instance is skipped. Raises
+        ``InputError`` when nothing could be exported (the reasons are in the message).
 
     stow_study(files: list[Path], dicomweb_url: str, session: requests.Session | None = None,
                *, batch_size: int = 32) -> StowSummary
@@ -34,12 +34,12 @@ import pydicom
 
 from ..data.io import InputError, atomic_write
 from .batch import PixelFn, Refused, Skipped, process_dicom
+from .keys import KeyRing
 from .options import DeidOptions
+from .outputs import UniqueNames
+from .pixel_change import PixelChange
 
-__all__ = ["DEFAULT_DERIVATION", "ExportSummary", "StowError", "StowSummary", "export_study_zip", "stow_study"]
-
-DEFAULT_DERIVATION = "Anonymized by monai-anon: patient identity replaced by a synthetic identity"
-_UID_TAGS = ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]
+__all__ = ["ExportSummary", "StowError", "StowSummary", "export_study_zip", "stow_study"]
 
 
 @dataclass
@@ -74,17 +74,17 @@ class StowError(RuntimeError):
 
 
 def export_study_zip(dicom_paths: list[Path], out_zip: Path, options: DeidOptions, pixel_fn: PixelFn | None,
-                     headers_only: bool = False, *, derivation: str = DEFAULT_DERIVATION) -> ExportSummary:
+                     change: PixelChange) -> ExportSummary:
     """Anonymize ``dicom_paths`` into the zip ``out_zip`` (see the module docstring)."""
     out_zip = Path(out_zip)
     summary = ExportSummary(str(out_zip))
     out_zip.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out_zip.parent) as tmp:
         members: list[tuple[str, Path]] = []
-        for i, src in enumerate(map(Path, dicom_paths)):
-            dst = Path(tmp) / f"{i:06d}.dcm"
+        names = UniqueNames(Path(tmp), KeyRing(options.key))
+        for src in map(Path, dicom_paths):
             try:
-                process_dicom(src, dst, options, pixel_fn, headers_only, derivation)
+                dst, _ = process_dicom(src, names.instance, options, pixel_fn, change)
             except Skipped as exc:
                 summary.skipped.append((src.name, str(exc)))
                 continue
@@ -95,9 +95,9 @@ def export_study_zip(dicom_paths: list[Path], out_zip: Path, options: DeidOption
                 summary.failed.append((src.name, f"{exc.__class__.__name__}: {exc}" if not isinstance(
                     exc, (InputError, ValueError)) else str(exc)))
                 continue
-            head = pydicom.dcmread(str(dst), stop_before_pixels=True, specific_tags=_UID_TAGS)
-            study, series, sop = (str(head.get(k, "") or "unknown") for k in _UID_TAGS)
-            members.append((f"{study}/{series}/{sop}.dcm", dst))
+            name = dst.relative_to(tmp).as_posix()
+            members.append((name, dst))
+            study = name.split("/")[0]
             if study not in summary.study_uids:
                 summary.study_uids.append(study)
         if not members:

@@ -20,13 +20,16 @@ COLUMNS = ("source", "output", "patient_id", "pseudonym", "date_offset_days", "s
            "series_uid", "new_series_uid", "sop_uid", "new_sop_uid")
 
 
-def append_mapping(path: str | os.PathLike, source: Path, output: Path, record: DeidRecord) -> None:
-    """Append one row for ``source`` → ``output`` to the CSV at ``path`` (header on first write)."""
-    u = record.uids
-    row = [str(source), str(output), record.patient_id, record.pseudonym,
-           "" if record.date_offset_days is None else record.date_offset_days]
-    for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
-        row += list(u.get(key, ("", "")))
+def append_mapping(path: str | os.PathLike, source: Path, output: Path, record: DeidRecord | None = None) -> None:
+    """Append one row for ``source`` → ``output`` to the CSV at ``path`` (header on first write); without a
+    ``record`` (PNG, NIfTI: no header identifiers) only the two paths are filled in."""
+    row: list = [str(source), str(output)]
+    if record is None:
+        row += [""] * (len(COLUMNS) - 2)
+    else:
+        row += [record.patient_id, record.pseudonym, "" if record.date_offset_days is None else record.date_offset_days]
+        for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+            row += list(record.uids.get(key, ("", "")))
     buf = io.StringIO()
     csv.writer(buf).writerow(row)
     path = Path(path)

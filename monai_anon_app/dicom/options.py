@@ -93,10 +93,11 @@ class DeidOptions:
             return "UNMODIFIED"
         return "MODIFIED" if self.retain_modified_dates else "REMOVED"
 
-    def code_keywords(self, pixels_cleaned: bool = False) -> list[str]:
-        """CID 7050 keywords for exactly what is applied (Basic Profile first)."""
+    def code_keywords(self, clean_pixels: bool = False) -> list[str]:
+        """CID 7050 keywords for exactly what is applied (Basic Profile first); ``clean_pixels`` only for a
+        full anonymization of the pixels (see :mod:`~monai_anon_app.dicom.pixel_change`)."""
         out = ["BasicApplicationConfidentialityProfile"]
-        if pixels_cleaned:
+        if clean_pixels:
             out += ["CleanPixelDataOption", "CleanRecognizableVisualFeaturesOption"]
         return out + [OPTION_COLUMNS[name][1] for name in self.flags]
 

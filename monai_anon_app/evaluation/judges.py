@@ -4,7 +4,9 @@
   over the test patients, or the finding classifier used as the utility judge);
 * :class:`Judge` ``kind="verifier"`` — an open-set verification network (attacker A2): an embedding
   trained with a supervised contrastive loss on patients disjoint from the test patients; two images
-  match when the cosine similarity of their embeddings is high.
+  match when the cosine similarity of their embeddings is high;
+* :class:`Judge` ``kind="regressor"`` — the localiser: where a finding is, as numbers (``labels`` are
+  ``(N, K)`` float targets).
 
 All take ``(N, S, S)`` float32 images in ``[0, 1]``. The backbone is MONAI's DenseNet.
 """
@@ -22,6 +24,7 @@ from monai.networks.nets import DenseNet
 from monai.utils import set_determinism
 
 from ..data.datasets import PatientBatchSampler
+from ..data.transforms import jitter
 from ..training.losses import supervised_contrastive
 
 __all__ = ["Judge", "JudgeConfig"]
@@ -40,26 +43,11 @@ class JudgeConfig:
     seed: int = 0
 
 
-def _augment(x: torch.Tensor, shift: int, g: torch.Generator) -> torch.Tensor:
-    """Random translation by up to ``shift`` pixels and a small gain/offset jitter, per image."""
-    if shift <= 0:
-        return x
-    b = x.shape[0]
-    out = torch.empty_like(x)
-    dy = torch.randint(-shift, shift + 1, (b,), generator=g).tolist()
-    dx = torch.randint(-shift, shift + 1, (b,), generator=g).tolist()
-    for i in range(b):
-        out[i] = torch.roll(x[i], shifts=(dy[i], dx[i]), dims=(-2, -1))
-    gain = 1 + 0.1 * (torch.rand(b, 1, 1, 1, generator=g) - 0.5)
-    offset = 0.05 * (torch.rand(b, 1, 1, 1, generator=g) - 0.5)
-    return out * gain + offset
-
-
 class Judge:
     """A trained judge: ``predict_proba`` for classifiers, ``embed`` for verifiers."""
 
     def __init__(self, kind: str, n_out: int, cfg: JudgeConfig) -> None:
-        if kind not in ("classifier", "verifier"):
+        if kind not in ("classifier", "verifier", "regressor"):
             raise ValueError(f"unknown judge kind {kind!r}")
         self.kind, self.cfg = kind, cfg
         self.net = DenseNet(spatial_dims=2, in_channels=1, out_channels=n_out, init_features=cfg.init_features,
@@ -68,12 +56,18 @@ class Judge:
     @classmethod
     def fit(cls, kind: str, images: np.ndarray, labels: Sequence, cfg: JudgeConfig | None = None,
             progress=None) -> Judge:
-        """Train on ``images (N, S, S)`` with ``labels`` (class names or patient ids)."""
+        """Train on ``images (N, S, S)`` with ``labels`` (class names or patient ids; ``(N, K)`` floats for a
+        regressor)."""
         cfg = cfg or JudgeConfig()
         set_determinism(cfg.seed)
-        names = sorted(set(labels))
-        y = torch.tensor([names.index(v) for v in labels])
-        judge = cls(kind, len(names) if kind == "classifier" else cfg.embedding_dim, cfg)
+        if kind == "regressor":
+            y = torch.as_tensor(np.asarray(labels, np.float32))
+            names, n_out = [f"target{k}" for k in range(y.shape[1])], y.shape[1]
+        else:
+            names = sorted(set(labels))
+            y = torch.tensor([names.index(v) for v in labels])
+            n_out = len(names) if kind == "classifier" else cfg.embedding_dim
+        judge = cls(kind, n_out, cfg)
         judge.classes = names
         x_all = torch.from_numpy(np.asarray(images, np.float32)).unsqueeze(1)
         g = torch.Generator().manual_seed(cfg.seed)
@@ -86,9 +80,11 @@ class Judge:
                 idx = torch.from_numpy(next(sampler))
             else:
                 idx = torch.randint(0, len(x_all), (cfg.batch,), generator=g)
-            out = judge.net(_augment(x_all[idx], cfg.shift, g))
+            out = judge.net(jitter(x_all[idx], cfg.shift, g))
             if kind == "classifier":
                 loss = F.cross_entropy(out, y[idx], label_smoothing=0.05)
+            elif kind == "regressor":
+                loss = F.smooth_l1_loss(out, y[idx], beta=0.1)
             else:
                 loss = supervised_contrastive(out, y[idx], temperature=0.1)
             opt.zero_grad(set_to_none=True)
@@ -112,6 +108,10 @@ class Judge:
     def predict(self, images: np.ndarray) -> list:
         return [self.classes[i] for i in self.predict_proba(images).argmax(1)]
 
+    def regress(self, images: np.ndarray) -> np.ndarray:
+        """``(N, K)`` predicted targets (regressors)."""
+        return self._forward(images).numpy()
+
     def embed(self, images: np.ndarray) -> np.ndarray:
         """``(N, E)`` unit-norm embeddings (verifiers)."""
         return F.normalize(self._forward(images), dim=1).numpy()
@@ -122,7 +122,7 @@ class Judge:
     @classmethod
     def load(cls, path: str | Path, cfg: JudgeConfig) -> Judge:
         raw = torch.load(path, map_location="cpu", weights_only=True)
-        n_out = len(raw["classes"]) if raw["kind"] == "classifier" else cfg.embedding_dim
+        n_out = cfg.embedding_dim if raw["kind"] == "verifier" else len(raw["classes"])
         judge = cls(raw["kind"], n_out, cfg)
         judge.net.load_state_dict(raw["state"])
         judge.net.eval()

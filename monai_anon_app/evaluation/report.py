@@ -1,7 +1,8 @@
 """The evaluation report: ``report.md`` with the metric tables and ``examples.png``.
 
-``examples.png`` has one block per example image: original, reconstruction, anonymized with several
-seeds, and a counterfactual per other class; each with its difference map to the original below it.
+``examples.png`` has one block per finding class: the original, anonymized with several seeds, and a
+counterfactual towards each other class; below each, its difference to the original. A reader should
+see at a glance that the finding stayed and the person changed.
 """
 
 from __future__ import annotations
@@ -15,25 +16,27 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-__all__ = ["write_report"]
+__all__ = ["CARD_END", "CARD_START", "targets_table", "update_model_card", "write_report"]
+
+CARD_START = "<!-- metrics table: generated from metrics.json by `monai-anon evaluate --update-card` -->"
+CARD_END = "<!-- end of metrics table -->"
 
 
-def _example_rows(metrics_cfg, test_images, rec, anon, x, cf_images, cases) -> list[tuple[str, list]]:
-    n = min(metrics_cfg.figure_rows, len(test_images))
+def _example_rows(cfg, test_images, anon, x, cf_images, cases) -> list[tuple[str, list]]:
     picks = []
-    for finding in ("normal", "nodule", "effusion"):  # one example of each finding first
+    for finding in anon.classes:  # one example of each class first, then more of them in turn
         picks += [i for i, c in enumerate(cases) if c.finding.kind == finding][:1]
-    picks = (picks + [i for i in range(len(cases)) if i not in picks])[:n]
+    picks = picks[: max(cfg.figure_rows, 1)]
     rows = []
     for i in picks:
-        panels = [("original", test_images[i]), ("reconstruction", rec[i])]
-        for s in range(metrics_cfg.figure_seeds):
-            img, _ = anon.anonymize_model(x[i: i + 1], [metrics_cfg.anonymize_seed + 1000 * (s + 1) + i])
+        panels = [("original", test_images[i])]
+        for s in range(cfg.figure_seeds):
+            img, _ = anon.anonymize_model(x[i: i + 1], [cfg.anonymize_seed + 1000 * (s + 1) + i])
             panels.append((f"anonymized (seed {s + 1})", img[0, 0].numpy()))
         for target, by_index in cf_images.items():
             if i in by_index:
                 panels.append((f"counterfactual → {target}", by_index[i]))
-        rows.append((f"{cases[i].patient_id} v{cases[i].visit} ({cases[i].finding.kind})", panels))
+        rows.append((f"{cases[i].finding.kind}: patient {cases[i].patient_index}, visit {cases[i].visit}", panels))
     return rows
 
 
@@ -57,37 +60,60 @@ def write_examples(path: Path, rows: list[tuple[str, list]]) -> None:
                 bottom.imshow(diff, cmap="seismic", vmin=-lim, vmax=lim)
                 bottom.set_title(f"difference (±{lim:.2f})", fontsize=6)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, metadata={"Software": None})  # no text chunks in the PNG
     plt.close(fig)
 
 
 def _fmt(v) -> str:
+    if v is None:
+        return "–"
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
-def write_report(out: Path, metrics: dict, test_images: np.ndarray, rec: np.ndarray, anon, x: torch.Tensor,
-                 cf_images: dict, cases: list, cfg) -> None:
+def targets_table(metrics: dict) -> str:
+    """The targets as a markdown table: value, target, the oracle's ceiling, met."""
+    lines = ["| metric | measured | target | ceiling (oracle) | met |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| `{t['metric']}` | {_fmt(t['value'])} | {t['target']} | {_fmt(t.get('ceiling'))} | "
+              f"{'yes' if t['met'] else '**no**'} |" for t in metrics["targets"]]
+    met = sum(t["met"] for t in metrics["targets"])
+    lines += ["", f"{met} of {len(metrics['targets'])} targets met. Model checksum "
+                  f"`{metrics['model_checksum'][:16]}…`, evaluation code checksum "
+                  f"`{metrics['evaluation_code_checksum'][:16]}…`."]
+    return "\n".join(lines)
+
+
+def update_model_card(card: Path, metrics: dict) -> None:
+    """Replace the generated table between :data:`CARD_START` and :data:`CARD_END` in a model card."""
+    text = card.read_text()
+    if CARD_START not in text or CARD_END not in text:
+        raise ValueError(f"{card} has no generated metrics table; add the lines\n{CARD_START}\n{CARD_END}")
+    head, rest = text.split(CARD_START, 1)
+    _, tail = rest.split(CARD_END, 1)
+    card.write_text(f"{head}{CARD_START}\n{targets_table(metrics)}\n{CARD_END}{tail}")
+
+
+def write_report(out: Path, metrics: dict, test_images: np.ndarray, anon, x: torch.Tensor, cf_images: dict,
+                 cases: list, cfg) -> None:
     """Write ``report.md`` and ``examples.png`` into ``out``."""
-    write_examples(out / "examples.png", _example_rows(cfg, test_images, rec, anon, x, cf_images, cases))
+    write_examples(out / "examples.png", _example_rows(cfg, test_images, anon, x, cf_images, cases))
     lines = [f"# Evaluation of `{metrics['model']}`", "",
-             f"Model checksum `{metrics['model_checksum'][:16]}…`, image size {metrics['image_size']} px, "
-             f"{cfg.test_patients} held-out test patients × {cfg.test_images_per_patient} images; judges trained "
-             f"on original images only ({cfg.attacker_patients} disjoint patients for A2 and the utility judge).",
-             "", "## Targets", "", "| metric | value | target | met |", "| --- | --- | --- | --- |"]
-    lines += [f"| {t['metric']} | {_fmt(t['value'])} | {t['target']} | {'yes' if t['met'] else '**no**'} |"
-              for t in metrics["targets"]]
-    lines += ["", "## Judges on originals, reconstructions and anonymized images", "",
-              "| | utility acc | utility AUC | agreement | A1 top-1 | A1 / chance | A2 AUC |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
-    for name in ("originals", "reconstructions", "anonymized"):
-        m = metrics[name]
-        lines.append(f"| {name} | {_fmt(m['utility_accuracy'])} | {_fmt(m['utility_auc'])} | "
-                     f"{_fmt(m.get('utility_agreement', 1.0))} | {_fmt(m['a1_top1'])} | "
-                     f"{_fmt(m['a1_top1_over_chance'])} | {_fmt(m['a2_auc'])} |")
-    for section in ("reconstruction", "counterfactuals", "synthetic_identities"):
+             f"Image size {metrics['image_size']} px, {cfg.test_patients} held-out test patients × "
+             f"{cfg.test_images_per_patient} images; judges trained on original images only "
+             f"({cfg.attacker_patients} disjoint patients for A2, A3, the localiser and the utility judge). "
+             "Ceilings are the same judges on the phantom's oracle images (true identity swaps, true "
+             "counterfactuals).", "", "## Targets", "", targets_table(metrics),
+             "", "## Judges on originals, reconstructions, anonymized and oracle-anonymized images", "",
+             "| | utility acc | agreement | A1 / chance | A2 AUC | localisation error |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    stacks = {name: metrics[name] for name in ("originals", "reconstructions", "anonymized")}
+    stacks["oracle anonymized"] = metrics["ceilings"]["oracle_anonymized"]
+    for name, m in stacks.items():
+        lines.append(f"| {name} | {_fmt(m['utility_accuracy'])} | {_fmt(m.get('utility_agreement', 1.0))} | "
+                     f"{_fmt(m['a1_top1_over_chance'])} | {_fmt(m['a2_auc'])} | {_fmt(m['localisation_error'])} |")
+    for section in ("reconstruction", "anonymized", "counterfactuals", "explain", "synthetic_identities"):
         lines += ["", f"## {section.replace('_', ' ').capitalize()}", ""]
         lines += [f"- {k}: {_fmt(v)}" for k, v in metrics[section].items()]
     lines += ["", "## Examples", "", "![examples](examples.png)", "",
-              "Rows: original, reconstruction, anonymized with several seeds, counterfactuals; "
-              "below each, its difference to the original.", ""]
+              "One block per finding: original, anonymized with several seeds, counterfactuals towards the other "
+              "classes; below each, its difference to the original.", ""]
     (out / "report.md").write_text("\n".join(lines))

@@ -100,6 +100,8 @@ class Case:
     finding: str
     distance: float
     seed: int
+    #: index of the case in the model's bank (for the evaluation; never sent to clients)
+    bank_index: int = -1
 
 
 @dataclass
@@ -122,7 +124,10 @@ class Anonymizer:
         self.calibration, self.config, self.checksum = calibration, config, model_checksum
         self.threshold = float(calibration["threshold"])
         med = bank.medical
-        self._med_mean, self._med_std = med.mean(0), med.std(0).clamp_min(1e-6)
+        # per-dimension scale for medical distances, floored at the mean spread: finding-mask cells that are
+        # empty in every training case must not turn a faint value in a query into a huge distance
+        std = med.std(0)
+        self._med_mean, self._med_std = med.mean(0), std.clamp_min(max(float(std.mean()), 1e-6))
 
     # -- loading -----------------------------------------------------------------------------------
     @classmethod
@@ -134,7 +139,11 @@ class Anonymizer:
         missing = [n for n in MODEL_FILES if not (d / n).is_file()]
         if missing:
             raise ModelError(f"model folder {d} lacks {', '.join(missing)}; train it with `monai-anon train`")
-        cfg = load_config(d / "config.yaml")
+        try:
+            cfg = load_config(d / "config.yaml")
+        except (ValueError, TypeError) as exc:
+            raise ModelError(f"the config.yaml in {d} does not fit this version of monai-anon ({exc}); "
+                             "retrain the model") from None
         bank = CaseBank.load(d / "bank.pt")
         state = torch.load(d / "model.pt", map_location="cpu", weights_only=True)
         try:
@@ -174,22 +183,21 @@ class Anonymizer:
                            candidates: int = 8, rounds: int = 32) -> tuple[torch.Tensor, float, float]:
         """A synthetic identity vector ``(I,)`` for ``seed`` with its embedding distance to the nearest
         training patient and to ``source`` (the source's identity *embedding* ``(E,)``); candidates
-        nearer than the calibrated threshold to either are rejected. Each round that finds none draws from a
-        wider Gaussian (temperature ``1 + 0.25 × round``): typical identities first, further out only when
-        typical ones sit too close to real patients."""
+        nearer than the calibrated threshold to either are rejected, and among those accepted the most
+        typical (smallest latent radius) is taken: far-out samples decode to implausible anatomy. Each round
+        that accepts none draws from a wider Gaussian (temperature ``1 + 0.25 × round``)."""
         if candidates < 1:
             raise ValueError("candidates must be at least 1")
         g = torch.Generator().manual_seed(int(seed))
         src = source[None] if source is not None else None
         for r in range(rounds):
-            cand = self.vae.sample(candidates, g, temperature=1.0 + 0.25 * r)
+            cand, radius = self.vae.sample_with_typicality(candidates, g, temperature=1.0 + 0.25 * r)
             emb = self.model.identity_embedding(cand)
             d_train = nearest_distance(emb, self.bank.identities)
             d_src = cosine_distance(emb, src).squeeze(1) if src is not None else d_train
             ok = (d_train >= self.threshold) & (d_src >= self.threshold)
             if ok.any():
-                score = torch.where(ok, d_src, torch.full_like(d_src, -1.0))
-                i = int(score.argmax())
+                i = int(torch.where(ok, radius, torch.full_like(radius, float("inf"))).argmin())
                 return cand[i], float(d_train[i]), float(d_src[i])
         raise ModelError("no synthetic identity passed the novelty check; the identity generator needs retraining")
 
@@ -206,22 +214,31 @@ class Anonymizer:
         return self.decode_model(f.replace(identity=torch.stack(ids))), dists
 
     @torch.no_grad()
-    def target_medical(self, f: Features, target: str) -> torch.Tensor:
-        """For each image, the medical vector of the nearest confidently-classified training case of ``target``."""
+    def target_medical(self, f: Features, target: str, typical_fraction: float = 0.1) -> torch.Tensor:
+        """For each image, a medical vector of class ``target``: of the training cases of that class, the most
+        confidently classified ``typical_fraction``, and among those the nearest to the image's own.
+
+        (The nearest case of the class overall is the faintest finding, nearest to "none": a counterfactual
+        made with it often does not show its class.)"""
         t = self._class_index(target)
-        pool = self.bank.finding == t
-        confident = pool & (self.bank.confidence >= 0.9)
-        if confident.any():
-            pool = confident
-        cand = self.bank.medical[pool]
+        pool = (self.bank.finding == t).nonzero()[:, 0]
+        if len(pool) == 0:
+            raise ModelError(f"the model's case bank holds no training case of class {target!r}")
+        keep = max(1, int(typical_fraction * len(pool)))
+        cand = self.bank.medical[pool[self.bank.confidence[pool].topk(keep).indices]]
         d = torch.cdist((f.medical - self._med_mean) / self._med_std, (cand - self._med_mean) / self._med_std)
         return cand[d.argmin(1)]
 
     @torch.no_grad()
-    def counterfactual_model(self, x: torch.Tensor, target: str, residual: bool = True) -> torch.Tensor:
-        """``(B, 1, S, S)`` -> counterfactual towards class ``target``, in model space."""
+    def counterfactual_model(self, x: torch.Tensor, target: str | None = None, residual: bool = True,
+                             reference: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, 1, S, S)`` -> counterfactual in model space: towards class ``target`` (the nearest confident
+        training case's medical vector) or with the finding of ``reference (B, 1, S, S)`` images."""
+        if (target is None) == (reference is None):
+            raise InputError("give exactly one of a target class or reference images")
         f = self.encode_model(x)
-        edited = self.decode_model(f.replace(medical=self.target_medical(f, target)))
+        medical = self.target_medical(f, target) if reference is None else self.encode_model(reference).medical
+        edited = self.decode_model(f.replace(medical=medical))
         if not residual:
             return edited
         return (x + edited - self.decode_model(f)).clamp(0, 1)
@@ -311,5 +328,5 @@ class Anonymizer:
             case_seed = seed + j
             ident, _, _ = self.synthetic_identity(case_seed, self.bank.identities[self.bank.patient[i]])
             img = self.decode_model(Features(self.bank.medical[i: i + 1], ident[None], self.bank.other[i: i + 1]))
-            cases.append(Case(mi.restore(img[0]), self.classes[int(self.bank.finding[i])], float(dd), case_seed))
+            cases.append(Case(mi.restore(img[0]), self.classes[int(self.bank.finding[i])], float(dd), case_seed, i))
         return ExplainResult(self._prediction(self.predict_features(f)), cases, self.checksum)

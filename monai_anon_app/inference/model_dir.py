@@ -8,6 +8,7 @@ A model folder holds plain ``state_dict``s (``torch.load(weights_only=True)`` wo
 ``identity_vae.pt``       the identity VAE
 ``bank.pt``               per-case medical/other vectors and findings, per-patient identity vectors
 ``calibration.json``      the novelty threshold for synthetic identities and how it was calibrated
+``finding_judge.pt``      (optional) the frozen finding classifier that scored the swap losses in training
 ``metrics.json``          (optional) ``monai-anon evaluate`` results
 ``README.md``             (optional) the model card
 ========================  ========================================================================
@@ -25,9 +26,10 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["MODEL_FILES", "CaseBank", "checksum", "load_json", "save_json"]
+__all__ = ["FINDING_JUDGE", "MODEL_FILES", "CaseBank", "checksum", "load_json", "save_json"]
 
 MODEL_FILES = ("config.yaml", "model.pt", "identity_vae.pt", "bank.pt", "calibration.json")
+FINDING_JUDGE = "finding_judge.pt"
 
 
 @dataclass

@@ -1,24 +1,24 @@
 """Encoder and generator that split an image into medical, identity and other feature vectors.
 
 Shapes use ``B`` for the batch, ``S`` for the image side (a power of two, 64 and up), ``L`` for the
-latent grid side (``latent_size``, 16 by default) and ``D`` for ``spatial_dims`` (2 for radiographs;
-the blocks are dimension-agnostic).
+latent grid side (``latent_size``, 16 by default), ``R`` for the finding-mask side
+(``finding_mask_size``) and ``D`` for ``spatial_dims`` (2 for radiographs; the blocks are
+dimension-agnostic).
 
 * **identity** — a coarse feature map ``(B, C_id, L, …)`` of the anatomy, passed around flattened as a
-  vector ``(B, C_id·L^D)``. Keeping the anatomy on a grid (rather than squeezing it through a dense
-  layer) is what lets a small CPU-trained generator reproduce sharp anatomy. A projection head turns it
-  into a pose-tolerant identity *embedding* ``(B, E)`` used for the identity losses and for every
-  identity distance.
-* **medical** ``(B, M)`` and **other** ``(B, O)`` — plain vectors from the flattened encoder features.
+  vector ``(B, C_id·L^D)``. A projection head turns it into a pose-tolerant identity *embedding*
+  ``(B, E)`` used for the identity losses and for every identity distance.
+* **medical** ``(B, R^D + A)`` — the finding's *where* and *what*: a soft finding mask ``(B, 1, R, …)``
+  in the pose-normalised frame, flattened, followed by a small appearance code ``(B, A)`` read by
+  attention pooling over the mask. A global vector cannot say where a nodule is and lets the finding
+  slip into the identity grid; a mask can, and an empty mask *is* the statement "no finding".
+* **other** ``(B, O)`` — acquisition only: a rigid pose with bounded isotropic scale and a pointwise
+  intensity curve, so body shape has nowhere to ride in it.
 
-The generator is structured:
-``image = intensity(warp(anatomy(identity) + finding(identity, medical), pose(other)), other)``; the
-encoder undoes the pose before it reads identity and medical content, so both live in a canonical
-frame shared by all visits of a patient.
-The finding branch sees the medical vector broadcast over the grid next to coordinate channels, so it
-can draw a finding at a position the vector encodes; swapping the medical vector can only change this
-additive residual, which keeps counterfactual edits local. ``other`` drives the pose (an affine warp)
-and a pointwise intensity curve (gamma, gain, offset).
+The generator composes
+``image = intensity(warp(anatomy(identity) + lungs(identity) ⊙ up(mask) · amplitude(appearance), pose))``:
+swapping the identity keeps the finding where it was, inside the new patient's lungs; swapping the
+medical vector edits only where the masks are.
 """
 
 from __future__ import annotations
@@ -31,16 +31,20 @@ import torch
 import torch.nn.functional as F
 from monai.networks.blocks import Convolution, ResidualUnit, UpSample
 from monai.networks.layers import AffineTransform
+from monai.networks.nets import UNet
 from torch import nn
 
 __all__ = [
     "DisentanglerConfig",
     "Encoder",
     "Features",
+    "FindingEncoder",
     "Generator",
     "IdentityProjector",
     "PoseHead",
+    "Rendering",
     "coordinate_channels",
+    "split_medical",
 ]
 
 
@@ -51,7 +55,9 @@ class DisentanglerConfig:
     spatial_dims: int = 2
     image_size: int = 64
     latent_size: int = 16
-    medical_dim: int = 16
+    finding_mask_size: int = 16
+    appearance_dim: int = 2
+    finding_channels: Sequence[int] = field(default_factory=lambda: (16, 32, 64))
     identity_channels: int = 4
     identity_embedding_dim: int = 64
     other_dim: int = 8
@@ -67,6 +73,9 @@ class DisentanglerConfig:
             raise ValueError(f"image_size must be a power of two >= 16, got {self.image_size}")
         if self.latent_size < 2 or self.image_size % self.latent_size or self.latent_size & (self.latent_size - 1):
             raise ValueError(f"latent_size must be a power of two dividing image_size, got {self.latent_size}")
+        if self.image_size % self.finding_mask_size or self.finding_mask_size & (self.finding_mask_size - 1):
+            raise ValueError(f"finding_mask_size must be a power of two dividing image_size, got "
+                             f"{self.finding_mask_size}")
         if self.latent_size < 2 ** len(self.global_channels):
             raise ValueError("latent_size is too small for the number of global_channels levels")
         levels = self.levels
@@ -79,13 +88,24 @@ class DisentanglerConfig:
         return int(math.log2(self.image_size // self.latent_size))
 
     @property
+    def mask_dim(self) -> int:
+        """Number of finding-mask cells ``R^D``."""
+        return self.finding_mask_size**self.spatial_dims
+
+    @property
+    def medical_dim(self) -> int:
+        """Length of the medical vector: the flattened finding mask and the appearance code."""
+        return self.mask_dim + self.appearance_dim
+
+    @property
     def identity_dim(self) -> int:
         """Length of the flattened identity vector."""
         return self.identity_channels * self.latent_size**self.spatial_dims
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["channels"], d["decoder_channels"] = list(self.channels), list(self.decoder_channels)
+        for k in ("channels", "decoder_channels", "global_channels", "finding_channels"):
+            d[k] = list(d[k])
         return d
 
 
@@ -123,9 +143,10 @@ class Features:
 
 
 class _Trunk(nn.Module):
-    """``(B, 1, S, …) -> (B, C, L, …)`` grid features and ``(B, F)`` flattened global features."""
+    """``(B, 1, S, …) -> (B, C, L, …)`` grid features and ``(B, F)`` flattened global features (the grid
+    itself, flattened, when ``with_global`` is off)."""
 
-    def __init__(self, cfg: DisentanglerConfig, in_channels: int) -> None:
+    def __init__(self, cfg: DisentanglerConfig, in_channels: int, with_global: bool = True) -> None:
         super().__init__()
         d = cfg.spatial_dims
         layers: list[nn.Module] = [
@@ -138,11 +159,11 @@ class _Trunk(nn.Module):
         self.grid = nn.Sequential(*layers)
         self.grid_channels = prev
         glob: list[nn.Module] = []
-        for ch in cfg.global_channels:
+        for ch in cfg.global_channels if with_global else ():
             glob.append(ResidualUnit(d, prev, ch, strides=2, subunits=cfg.subunits, act=cfg.act, norm=cfg.norm))
             prev = ch
         self.glob = nn.Sequential(*glob)
-        self.flat_features = prev * (cfg.latent_size // 2 ** len(cfg.global_channels)) ** d
+        self.flat_features = prev * (cfg.latent_size // 2 ** len(glob)) ** d
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.grid(torch.cat([x, coordinate_channels(x.shape[0], x.shape[2:], x)], 1))
@@ -150,24 +171,36 @@ class _Trunk(nn.Module):
 
 
 class PoseHead(nn.Module):
-    """``(B, O)`` other vector -> ``(B, D, D+1)`` affine pose (identity at initialisation).
+    """``(B, O)`` other vector -> ``(B, D, D+1)`` pose: a rotation, a bounded isotropic scale and a bounded
+    shift (the identity transform at initialisation).
 
-    The generator renders in a canonical frame and warps by the pose; the encoder undoes the pose
-    before it reads the anatomy, so identity maps of different visits of a patient line up.
+    Only rigid motion and isotropic scale are expressible, so the pose cannot carry body shape (a free
+    affine map could stretch one patient into another). The generator renders in a canonical frame and
+    warps by the pose; the encoder undoes it before it reads anatomy and finding, so the identity maps and
+    finding masks of different visits of a patient line up.
     """
 
-    def __init__(self, cfg: DisentanglerConfig, max_offset: float = 0.25) -> None:
+    def __init__(self, cfg: DisentanglerConfig, max_angle: float = 0.3, max_log_scale: float = 0.15,
+                 max_shift: float = 0.2) -> None:
         super().__init__()
         d = cfg.spatial_dims
-        self.linear = nn.Linear(cfg.other_dim, d * (d + 1))
+        self.n_angles = d * (d - 1) // 2
+        self.linear = nn.Linear(cfg.other_dim, self.n_angles + 1 + d)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
-        self.max_offset = max_offset
-        self.register_buffer("eye", torch.eye(d, d + 1), persistent=False)
+        self.max_angle, self.max_log_scale, self.max_shift = max_angle, max_log_scale, max_shift
+        self.register_buffer("triu", torch.triu_indices(d, d, 1), persistent=False)
         self.warp = AffineTransform(normalized=True, mode="bilinear", padding_mode="zeros", align_corners=False)
 
     def forward(self, other: torch.Tensor) -> torch.Tensor:
-        return self.eye + self.max_offset * torch.tanh(self.linear(other)).view(-1, *self.eye.shape)
+        p = torch.tanh(self.linear(other))
+        angles, log_scale, shift = p.split([self.n_angles, 1, p.shape[1] - self.n_angles - 1], 1)
+        d = shift.shape[1]
+        skew = other.new_zeros(other.shape[0], d, d)
+        skew[:, self.triu[0], self.triu[1]] = self.max_angle * angles
+        rotation = torch.linalg.matrix_exp(skew - skew.transpose(1, 2))
+        scale = torch.exp(self.max_log_scale * log_scale).unsqueeze(-1)
+        return torch.cat([scale * rotation, self.max_shift * shift.unsqueeze(-1)], -1)
 
     @staticmethod
     def inverse(theta: torch.Tensor) -> torch.Tensor:
@@ -177,12 +210,47 @@ class PoseHead(nn.Module):
         return torch.cat([a_inv, -a_inv @ t], -1)
 
 
+class FindingEncoder(nn.Module):
+    """Canonical image ``(B, 1, S, …)`` -> medical vector ``(B, R^D + A)``.
+
+    A small MONAI U-Net predicts per-pixel finding logits and features; the mask is the per-cell mean of
+    the sigmoid over ``R^D`` cells and the appearance code is a linear map of the features pooled with the
+    mask as attention weights.
+    """
+
+    def __init__(self, cfg: DisentanglerConfig, in_channels: int = 1) -> None:
+        super().__init__()
+        d = cfg.spatial_dims
+        features = cfg.finding_channels[0]
+        self.unet = UNet(d, in_channels + d, 1 + features, channels=tuple(cfg.finding_channels),
+                         strides=(2,) * (len(cfg.finding_channels) - 1), num_res_units=1, act=cfg.act,
+                         norm="instance")
+        self.appearance = nn.Linear(features, cfg.appearance_dim)
+        self.cells = cfg.image_size // cfg.finding_mask_size
+        self.pool = (F.avg_pool2d, F.avg_pool3d)[d - 2] if d in (2, 3) else None
+
+    def forward(self, canonical: torch.Tensor) -> torch.Tensor:
+        out = self.unet(torch.cat([canonical, coordinate_channels(canonical.shape[0], canonical.shape[2:],
+                                                                  canonical)], 1))
+        prob, feats = torch.sigmoid(out[:, :1]), out[:, 1:]
+        mask = self.pool(prob, self.cells)
+        weights = prob.flatten(2)
+        pooled = (feats.flatten(2) * weights).sum(-1) / (weights.sum(-1) + 1.0)
+        return torch.cat([mask.flatten(1), self.appearance(pooled)], 1)
+
+
+def split_medical(medical: torch.Tensor, cfg: DisentanglerConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, R^D + A)`` medical vectors -> finding masks ``(B, 1, R, …)`` and appearance codes ``(B, A)``."""
+    mask, appearance = medical.split([cfg.mask_dim, cfg.appearance_dim], 1)
+    return mask.view(-1, 1, *(cfg.finding_mask_size,) * cfg.spatial_dims), appearance
+
+
 class Encoder(nn.Module):
     """``(B, 1, S, …) -> Features``.
 
     A first trunk reads the acquisition (**other**, which sets the pose); the image is warped back to
-    the canonical pose; a second trunk reads the canonical image into the **identity** grid and the
-    **medical** vector.
+    the canonical pose; a second trunk reads the canonical image into the **identity** grid and a
+    :class:`FindingEncoder` reads it into the **medical** vector (finding mask + appearance).
     """
 
     def __init__(self, cfg: DisentanglerConfig, in_channels: int = 1) -> None:
@@ -190,17 +258,17 @@ class Encoder(nn.Module):
         self.acquisition = _Trunk(cfg, in_channels)
         self.other = nn.Linear(self.acquisition.flat_features, cfg.other_dim)
         self.pose = PoseHead(cfg)
-        self.canonical = _Trunk(cfg, in_channels)
+        self.canonical = _Trunk(cfg, in_channels, with_global=False)
         self.identity = Convolution(cfg.spatial_dims, self.canonical.grid_channels, cfg.identity_channels,
                                     kernel_size=1, conv_only=True)
-        self.medical = nn.Linear(self.canonical.flat_features, cfg.medical_dim)
+        self.finding = FindingEncoder(cfg, in_channels)
 
     def forward(self, x: torch.Tensor) -> Features:
         _, flat = self.acquisition(x)
         other = self.other(flat)
         canonical_image = self.pose.warp(x, PoseHead.inverse(self.pose(other)))
-        grid, flat = self.canonical(canonical_image)
-        return Features(self.medical(flat), torch.flatten(self.identity(grid), 1), other)
+        grid, _ = self.canonical(canonical_image)
+        return Features(self.finding(canonical_image), torch.flatten(self.identity(grid), 1), other)
 
 
 class GridDecoder(nn.Module):
@@ -223,32 +291,55 @@ class GridDecoder(nn.Module):
         return self.blocks(z)
 
 
+@dataclass
+class Rendering:
+    """What the generator drew: the ``image (B, 1, S, …)`` and, in the image frame, the finding layer
+    ``finding (B, 1, S, …)`` (intensity it added) and its soft ``mask (B, 1, S, …)`` in ``[0, 1]``."""
+
+    image: torch.Tensor
+    finding: torch.Tensor
+    mask: torch.Tensor
+
+
 class Generator(nn.Module):
-    """``Features -> (B, 1, S, …)`` image (and, on request, the finding residual it drew)."""
+    """``Features -> (B, 1, S, …)`` image; :meth:`render` also returns the finding layer it drew."""
 
     def __init__(self, cfg: DisentanglerConfig) -> None:
         super().__init__()
         d = cfg.spatial_dims
+        self.cfg = cfg
         self.grid = (cfg.identity_channels,) + (cfg.latent_size,) * d
-        self.anatomy = GridDecoder(cfg, cfg.identity_channels, 1)
-        self.finding = GridDecoder(cfg, cfg.identity_channels + cfg.medical_dim + d, 1)
+        # channel 0: anatomy; channel 1: lung-field logits that gate the finding layer
+        self.anatomy = GridDecoder(cfg, cfg.identity_channels, 2)
+        with torch.no_grad():
+            self.anatomy.blocks[-1].conv.bias[1].fill_(2.0)
+        self.amplitude = nn.Linear(cfg.appearance_dim, 1)
+        nn.init.zeros_(self.amplitude.weight)
+        nn.init.constant_(self.amplitude.bias, -0.5)
+        self.upsample = nn.Upsample(scale_factor=cfg.image_size // cfg.finding_mask_size,
+                                    mode="bilinear" if d == 2 else "trilinear", align_corners=False)
         self.pose = PoseHead(cfg)
         self.intensity = nn.Linear(cfg.other_dim, 3)
         nn.init.zeros_(self.intensity.weight)
         nn.init.zeros_(self.intensity.bias)
 
-    def forward(self, f: Features, return_residual: bool = False):
+    def render(self, f: Features) -> Rendering:
         b = f.identity.shape[0]
-        grid = f.identity.view(b, *self.grid)
-        spatial = grid.shape[2:]
-        medical = f.medical.view(b, -1, *([1] * len(spatial))).expand(-1, -1, *spatial)
-        residual = self.finding(torch.cat([grid, medical, coordinate_channels(b, spatial, grid)], 1))
-        canonical = self.pose.warp(self.anatomy(grid) + residual, self.pose(f.other))
+        anatomy, lung_logits = self.anatomy(f.identity.view(b, *self.grid)).split(1, 1)
+        mask, appearance = split_medical(f.medical, self.cfg)
+        gated = self.upsample(mask) * torch.sigmoid(lung_logits)
+        amplitude = F.softplus(self.amplitude(appearance)).view(-1, *([1] * (gated.dim() - 1)))
+        theta = self.pose(f.other)
+        canonical = self.pose.warp(anatomy + amplitude * gated, theta)
         log_gamma, gain, bias = (0.5 * torch.tanh(self.intensity(f.other))).unbind(1)
         view = (-1,) + (1,) * (canonical.dim() - 1)
         positive = F.softplus(canonical, beta=20) + 1e-4
         out = (1 + gain).view(view) * positive ** torch.exp(log_gamma).view(view) + bias.view(view)
-        return (out, residual) if return_residual else out
+        image_mask = self.pose.warp(gated, theta)
+        return Rendering(out, amplitude * image_mask, image_mask)
+
+    def forward(self, f: Features) -> torch.Tensor:
+        return self.render(f).image
 
 
 class IdentityProjector(nn.Module):

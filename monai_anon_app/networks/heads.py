@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from monai.networks.blocks import Convolution
 from monai.networks.nets import PatchDiscriminator
 from torch import nn
 
-__all__ = ["CosineClassifier", "IdentityVAE", "MedicalHead", "make_discriminator"]
+from .disentangler import DisentanglerConfig, split_medical
+
+__all__ = ["CosineClassifier", "GridClassifier", "IdentityVAE", "MaskClassifier", "MedicalHead", "make_discriminator"]
 
 
 class MedicalHead(nn.Module):
@@ -20,6 +23,60 @@ class MedicalHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.net(features)
+
+
+class GridClassifier(nn.Module):
+    """``(B, C, H, …) -> (B, n_classes)``: strided convolutions, then global average and max pooling.
+
+    An adversary with real capacity against a finding hidden anywhere in a spatial map (a linear or MLP
+    probe on the flattened map misses local patterns that a convolution finds at once).
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, n_classes: int, channels: tuple[int, ...] = (32, 64),
+                 act: str | tuple = ("leakyrelu", {"negative_slope": 0.2})) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        prev = in_channels
+        for ch in channels:
+            layers.append(Convolution(spatial_dims, prev, ch, strides=2, kernel_size=3, act=act))
+            prev = ch
+        self.conv = nn.Sequential(*layers)
+        self.out = nn.Linear(2 * prev, n_classes)
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 2·C_last)`` average- and max-pooled features."""
+        h = self.conv(x).flatten(2)
+        return torch.cat([h.mean(-1), h.amax(-1)], 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.pooled(x))
+
+
+class MaskClassifier(nn.Module):
+    """The medical head: ``(B, R^D + A)`` medical vectors -> ``(B, n_classes)`` finding logits.
+
+    The finding mask is read by a small convolutional net whose features are pooled twice, globally
+    and with the mask itself as attention weights; the appearance code joins before the last layer. An
+    empty mask has nothing to attend to, which is what "normal" looks like.
+    """
+
+    def __init__(self, cfg: DisentanglerConfig, n_classes: int, channels: tuple[int, ...] = (16, 32),
+                 hidden: int = 64) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.spatial_dims
+        self.conv = nn.Sequential(*[Convolution(d, i, o, kernel_size=3, act=cfg.act)
+                                    for i, o in zip((1, *channels[:-1]), channels)])
+        self.net = nn.Sequential(nn.Linear(3 * channels[-1] + cfg.appearance_dim + 1, hidden), nn.LeakyReLU(0.2),
+                                 nn.Linear(hidden, n_classes))
+
+    def forward(self, medical: torch.Tensor) -> torch.Tensor:
+        mask, appearance = split_medical(medical, self.cfg)
+        h = self.conv(mask).flatten(2)
+        w = mask.flatten(2)
+        attended = (h * w).sum(-1) / (w.sum(-1) + 1e-3)
+        mass = w.sum(-1) / w.shape[-1]
+        return self.net(torch.cat([h.mean(-1), h.amax(-1), attended, appearance, mass], 1))
 
 
 class CosineClassifier(nn.Module):
@@ -89,5 +146,13 @@ class IdentityVAE(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
         """``(n, I)`` identity vectors; ``temperature`` scales the sampling Gaussian's spread."""
+        return self.sample_with_typicality(n, generator, temperature)[0]
+
+    @torch.no_grad()
+    def sample_with_typicality(self, n: int, generator: torch.Generator | None = None,
+                               temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(n, I)`` identity vectors and ``(n,)`` Mahalanobis radii of their latents under the sampling
+        Gaussian (small = typical: near the centre of the fitted training-identity density)."""
         eps = torch.randn(n, self.latent_dim, generator=generator, device=self.prior_mean.device)
-        return self.decode(self.prior_mean + temperature * eps @ self.prior_scale_tril.T)
+        z = self.prior_mean + temperature * eps @ self.prior_scale_tril.T
+        return self.decode(z), temperature * eps.norm(dim=1)

@@ -9,6 +9,7 @@ It is MONAI Label's own FastAPI app (every router, RBAC, sessions, datastore end
   are never added to the datastore;
 * ``POST /train/{model}`` answering 404 for unknown trainers and 422 for bad options before MONAI Label
   starts its training subprocess;
+* ``POST /auth/token`` answering a refused login with 401 (:mod:`monai_anon_app.tasks.login`);
 * one-sentence JSON errors for FastAPI's request validation;
 * MONAI Label's token check replaced by :func:`monai_anon_app.tasks.auth.current_user` when auth is on.
 """
@@ -20,7 +21,6 @@ import logging
 import os
 import re
 import shutil
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -41,8 +41,10 @@ from .datastore import image_path
 from .errors import RequestError
 from .infer import find_task
 from .inputs import SUFFIX, ZIP_REFUSED, check_id, client_name, probe_format
+from .login import access_token
 from .options import parse_params_json
 from .pool import InferencePool
+from .serve import URL_VARIABLE
 
 __all__ = ["app", "install"]
 
@@ -61,7 +63,7 @@ def pool() -> InferencePool:
     if _pool is None:
         rt = app_instance().runtime
         _pool = InferencePool(rt.workers, rt.threads, rt.max_pending, timeout_s=settings.MONAI_LABEL_INFER_TIMEOUT,
-                              niceness=rt.niceness)
+                              niceness=rt.niceness, model_base=str(rt.model_base), publish_root=str(rt.publish_root))
     return _pool
 
 
@@ -253,7 +255,8 @@ def _replace_route(target, path: str, method: str, endpoint, summary: str) -> No
 
 
 async def request_error(_: Request, exc: RequestError) -> JSONResponse:
-    return JSONResponse({"detail": exc.message}, status_code=exc.status)
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+    return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
 
 
 async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -270,6 +273,8 @@ def install(target) -> None:
     """Apply the changes listed in the module docstring to MONAI Label's FastAPI app ``target``."""
     _replace_route(target, "/infer/{model}", "POST", infer, f"{RBAC_USER}Run an infer task (monai-anon)")
     _replace_route(target, "/train/{model}", "POST", train, f"{RBAC_ADMIN}Start a train task (monai-anon)")
+    _replace_route(target, "/auth/token", "POST", access_token, "Fetch an access token (monai-anon: 401 on a "
+                                                                  "wrong password)")
     target.add_exception_handler(RequestError, request_error)
     target.add_exception_handler(RequestValidationError, validation_error)
     if settings.MONAI_LABEL_AUTH_ENABLE:
@@ -282,10 +287,10 @@ def install(target) -> None:
     @asynccontextmanager
     async def lifespan(a):
         async with original(a) as state:
-            rt = app_instance().runtime
             worker_pool = pool()
-            threading.Thread(target=worker_pool.start, args=(str(rt.model_base), str(rt.publish_root)),
-                             name="start-inference-workers", daemon=True).start()
+            await worker_pool.start()  # before the server listens: the first request finds the model loaded
+            logger.info("monai-anon serve: ready at %s (%s)", os.environ.get(URL_VARIABLE, "the address above"),
+                        worker_pool.describe())
             try:
                 yield state
             finally:

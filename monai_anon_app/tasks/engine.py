@@ -176,6 +176,7 @@ def _identity_key(job: Job, src: InputImage) -> str | None:
 
 def _export(job: Job, store: ModelStore, out: Path) -> tuple[str, dict[str, Any]]:
     from ..dicom.export import export_study_zip
+    from ..dicom.pixel_change import of_command
 
     opts = job.options
     if opts.get("stow") and not job.stow_url:
@@ -192,7 +193,8 @@ def _export(job: Job, store: ModelStore, out: Path) -> tuple[str, dict[str, Any]
             return anonymizer.anonymize(pixels, seed=seed_for(base_seed, identity_key), candidates=opts["candidates"],
                                         mode=opts["mode"]).image
 
-    summary = export_study_zip(files, out, deid, pixel_fn, headers_only)
+    change = of_command("anonymize", opts["mode"], headers_only=headers_only)
+    summary = export_study_zip(files, out, deid, pixel_fn, change)
     summary.skipped[:0] = not_dicom
     info: dict[str, Any] = {
         "files": summary.files, "study_uids": summary.study_uids, "seed": None if headers_only else base_seed,

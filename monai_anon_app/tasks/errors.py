@@ -6,12 +6,14 @@ __all__ = ["RequestError", "as_request_error"]
 
 
 class RequestError(Exception):
-    """A request the server refuses: ``status`` (4xx, or 5xx for server-side trouble) and one sentence."""
+    """A request the server refuses: ``status`` (4xx, or 5xx for server-side trouble) and one sentence;
+    ``retry_after`` (seconds) when the same request may succeed if sent again (HTTP ``Retry-After``)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
         super().__init__(status, message)
         self.status = int(status)
         self.message = sentence(message)
+        self.retry_after = retry_after
 
     def __str__(self) -> str:
         return self.message

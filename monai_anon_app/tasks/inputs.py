@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.io import Image2D, atomic_write, read_image
+from ..data.metadata import clean_nifti_header
 from ..errors import InputError
 from .errors import RequestError
 
@@ -340,8 +341,8 @@ def nifti_bytes(source: InputImage, images: list[np.ndarray]) -> bytes:
     """``images`` (each ``(H, W)``, in the input's units) as one float32 NIfTI-1 file in ``source``'s
     geometry: a single image keeps the input's NIfTI shape; several become slices ``k = 0, 1, …``.
 
-    Uncompressed (gzip costs more than it saves on float noise). Header extensions of a NIfTI input
-    are not carried over (they can hold anything, identifiers too).
+    Uncompressed (gzip costs more than it saves on float noise). No free text of a NIfTI input is carried
+    over: its text fields are emptied and its extensions dropped (:func:`clean_nifti_header`).
     """
     import nibabel as nib
 
@@ -352,10 +353,10 @@ def nifti_bytes(source: InputImage, images: list[np.ndarray]) -> bytes:
             raise ValueError(f"result shape {a.shape} differs from the input's {shape}")
     meta = source.image.meta
     if source.image.format == "nifti" and isinstance(meta.get("header"), nib.Nifti1Header):
-        header = nib.Nifti1Header.from_header(meta["header"])
+        header = clean_nifti_header(meta["header"])
         in_shape = tuple(meta["shape"])
     else:
-        header = nib.Nifti1Header()
+        header = clean_nifti_header()
         header.set_xyzt_units("mm")
         in_shape = (shape[1], shape[0], 1)
     header.set_data_shape(in_shape if len(arrays) == 1 else (shape[1], shape[0], len(arrays)))

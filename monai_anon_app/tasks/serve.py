@@ -19,6 +19,7 @@ from pathlib import Path
 __all__ = ["add_parser", "build_command", "is_loopback", "run"]
 
 ASGI_APP = "monai_anon_app.tasks.asgi:app"
+URL_VARIABLE = "MONAI_ANON_URL"  # tells the app the address it serves, for its "ready" log line
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -84,6 +85,12 @@ def check_hosting(args: argparse.Namespace) -> None:
         raise ValueError("--auth-realm must be an http(s) URL of the OpenID realm")
 
 
+def url(args: argparse.Namespace) -> str:
+    """The address the server will answer at."""
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    return f"{'https' if args.ssl_certfile else 'http'}://{host}:{args.port}{args.root_path}"
+
+
 def build_command(args: argparse.Namespace, app_dir: Path, studies: str, workdir: Path) -> tuple[list[str], dict]:
     """The server command line and the environment variables it needs."""
     conf = dict(args.conf)
@@ -110,6 +117,7 @@ def build_command(args: argparse.Namespace, app_dir: Path, studies: str, workdir
         "MONAI_LABEL_DATASTORE_CACHE_PATH": str(workdir / "dicomweb-cache"),
         "MONAI_LABEL_AUTO_UPDATE_SCORING": "false",
         "MONAI_LABEL_AUTH_ENABLE": "true" if args.auth_realm else "false",
+        URL_VARIABLE: url(args),
     }
     if args.auth_realm:
         env["MONAI_LABEL_AUTH_REALM_URI"] = args.auth_realm.rstrip("/")
@@ -132,9 +140,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         studies = str(prepare_sample_study(workdir))
     cmd, env = build_command(args, app_dir, studies, workdir)
-    scheme = "https" if args.ssl_certfile else "http"
-    print(f"monai-anon serve: {scheme}://{args.host}:{args.port}{args.root_path} (studies: {studies}; "
-          f"working folder: {workdir})", flush=True)
+    print(f"monai-anon serve: {url(args)} (studies: {studies}; working folder: {workdir}); loading the model, "
+          "then the log says when it is ready", flush=True)
     if args.dry_run:
         print(" ".join(f"{k}={v}" for k, v in env.items()), " ".join(cmd))
         return 0

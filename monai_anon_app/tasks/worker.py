@@ -1,5 +1,11 @@
 """Entry points of the inference worker processes (imported by the fork server, so kept importable fast
-enough: heavy modules load once there and are shared by every worker it forks)."""
+enough: heavy modules load once there and are shared by every worker it forks).
+
+A worker process runs :func:`serve`: it loads the model, says ``("ready", loaded)``, then for each job it
+receives says ``("started",)`` before running it and sends the :data:`Outcome` after. The server's pool
+(:mod:`monai_anon_app.tasks.workerproc`) relies on that order to tell a job that never started (sent to a
+worker that had died: run it elsewhere) from one whose own run killed the worker.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import os
 import threading
 import time
 import traceback
+from multiprocessing.connection import Connection
 from typing import Any
 
 import torch
@@ -18,7 +25,7 @@ from ..dicom import export  # noqa: F401
 from .engine import Job, run_job, store_for
 from .errors import as_request_error
 
-__all__ = ["execute", "init_worker", "warm"]
+__all__ = ["execute", "init_worker", "serve", "warm"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +66,22 @@ def warm(model_base: str | None, publish_root: str) -> bool:
         return True
     except Exception:  # no model yet: requests will say so
         return False
+
+
+def serve(conn: Connection, threads: int, niceness: int, server_pid: int | None, model_base: str | None,
+          publish_root: str) -> None:
+    """Main loop of a worker process (see the module docstring); ends on ``None`` or when the server is gone."""
+    init_worker(threads, niceness, server_pid)
+    conn.send(("ready", warm(model_base, publish_root)))
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):  # the server closed its end
+            return
+        if job is None:
+            return
+        conn.send(("started",))
+        conn.send(execute(job))
 
 
 def execute(job: Job) -> Outcome:

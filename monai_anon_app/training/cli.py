@@ -15,6 +15,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, help="disentangler training steps")
     p.add_argument("--seed", type=int)
     p.add_argument("--image-size", type=int, help="model image side (power of two, 64 and up)")
+    p.add_argument("--no-masks", action="store_true",
+                   help="ignore the data's finding masks (labels.csv column `mask`; phantoms have them): train on "
+                        "sparsity and classification only, as for images without masks")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -25,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from .config import load_config
     from .run import train_model
 
-    cfg = load_config(args.config, data=args.data, steps=args.steps, seed=args.seed)
+    cfg = load_config(args.config, data=args.data, steps=args.steps, seed=args.seed,
+                      use_masks=False if args.no_masks else None)
     if args.image_size:
         cfg.model.image_size = args.image_size
         cfg.model.__post_init__()

@@ -10,6 +10,7 @@ import yaml
 
 from ..data.phantoms import FINDINGS
 from ..networks import DisentanglerConfig
+from .finding_judge import FindingJudgeConfig
 
 __all__ = ["LossWeights", "TrainConfig", "load_config"]
 
@@ -19,13 +20,21 @@ class LossWeights:
     reconstruction: float = 1.0
     ssim: float = 1.0
     cross_visit: float = 1.0
+    #: extra weight of the reconstruction L1 inside both visits' finding masks (oracle masks when the data
+    #: has them, else the model's own): a nodule is ~1 % of the pixels and must not be free to get lost
+    finding_focus: float = 10.0
+    #: supervision of the drawn finding mask by the data's masks (ignored when the data has none)
+    mask: float = 1.0
     medical: float = 0.2
     identity: float = 0.2
     contrastive: float = 0.2
     swap: float = 0.5
+    #: identity of the re-encoded swap by the model's identity head
     cycle: float = 0.1
+    #: finding of the swapped image by the frozen, separately trained finding judge
+    judge: float = 0.5
     adversarial: float = 0.02
-    finding_sparsity: float = 0.0
+    finding_sparsity: float = 0.05
     leakage: float = 0.1
 
 
@@ -53,6 +62,9 @@ class TrainConfig:
     swap_start: int = 200
     swap_ramp: int = 200
     crop_fraction: float = 0.75
+    #: train with the data's finding masks when it has them (false: sparsity and classification only)
+    use_masks: bool = True
+    judge: FindingJudgeConfig = field(default_factory=lambda: FindingJudgeConfig(steps=1200))
     weights: LossWeights = field(default_factory=LossWeights)
     checkpoint_every: int = 250
     threads: int = 0
@@ -68,6 +80,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["model"] = self.model.to_dict()
+        d["judge"]["channels"] = list(self.judge.channels)
         return d
 
     def save(self, path: str | Path) -> None:
@@ -80,11 +93,19 @@ class TrainConfig:
         unknown = set(raw) - known
         if unknown:
             raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-        if "model" in raw:
-            raw["model"] = DisentanglerConfig(**raw["model"])
-        if "weights" in raw:
-            raw["weights"] = LossWeights(**raw["weights"])
+        for key, kind in (("model", DisentanglerConfig), ("weights", LossWeights), ("judge", FindingJudgeConfig)):
+            if key in raw:
+                raw[key] = _typed(kind, raw[key], key)
         return cls(**raw)
+
+
+def _typed(kind: type, raw: dict, section: str):
+    """``kind(**raw)``, with an error naming unknown keys of ``section`` instead of a TypeError."""
+    known = {f.name for f in dataclasses.fields(kind)}
+    unknown = set(raw or {}) - known
+    if unknown:
+        raise ValueError(f"unknown {section} option(s): {', '.join(sorted(unknown))}")
+    return kind(**(raw or {}))
 
 
 def load_config(path: str | Path | None, **overrides) -> TrainConfig:

@@ -15,15 +15,19 @@ from monai.utils import set_determinism
 from torch.func import functional_call
 
 from ..data.datasets import ImageSet, PatientBatchSampler
-from ..networks import DisentanglementModel, make_discriminator
+from ..data.transforms import jitter
+from ..networks import DisentanglementModel, make_discriminator, split_medical
 from .config import TrainConfig
+from .finding_judge import fit_finding_judge, freeze, make_finding_judge
 from .losses import (
     hinge_d_loss,
     hinge_g_loss,
+    mask_loss,
     random_crops,
     supervised_contrastive,
     swap_consistency,
     swap_targets,
+    weighted_l1,
 )
 
 __all__ = ["DisentanglerTrainer", "StepLog"]
@@ -59,6 +63,8 @@ class DisentanglerTrainer:
         self.y = torch.tensor([cfg.classes.index(f) for f in data.findings])
         pindex = {p: i for i, p in enumerate(self.patients)}
         self.p = torch.tensor([pindex[p] for p in data.patient_ids])
+        self.masks = (torch.from_numpy(data.masks).unsqueeze(1).float()
+                      if cfg.use_masks and data.masks is not None else None)
         self.model = DisentanglementModel(cfg.model, len(cfg.classes), len(self.patients)).to(self.device)
         self.disc = make_discriminator(cfg.model.spatial_dims).to(self.device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
@@ -70,15 +76,21 @@ class DisentanglerTrainer:
                                            seed=cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.step = 0
-        self._resume()
+        self.judge = freeze(make_finding_judge(cfg.model.image_size, len(cfg.classes), cfg.judge,
+                                               cfg.model.spatial_dims)).to(self.device)
+        if not self._resume():
+            self.judge = fit_finding_judge(self.images, self.y, len(cfg.classes), cfg.judge,
+                                           torch.Generator().manual_seed(cfg.seed)).to(self.device)
 
     # -- checkpoints ------------------------------------------------------------------------------
-    def _resume(self) -> None:
+    def _resume(self) -> bool:
+        """Load the checkpoint if there is one; return whether there was."""
         path = self.out_dir / CHECKPOINT
         if not path.is_file():
-            return
+            return False
         state = torch.load(path, map_location=self.device, weights_only=False)
         self.model.load_state_dict(state["model"])
+        self.judge.load_state_dict(state["judge"])
         self.disc.load_state_dict(state["disc"])
         self.opt.load_state_dict(state["opt"])
         self.opt_d.load_state_dict(state["opt_d"])
@@ -87,10 +99,12 @@ class DisentanglerTrainer:
         self.gen.set_state(state["gen"])
         torch.set_rng_state(state["torch_rng"])
         self.step = state["step"]
+        return True
 
     def save_checkpoint(self) -> None:
         state = {
-            "model": self.model.state_dict(), "disc": self.disc.state_dict(), "opt": self.opt.state_dict(),
+            "model": self.model.state_dict(), "judge": self.judge.state_dict(), "disc": self.disc.state_dict(),
+            "opt": self.opt.state_dict(),
             "opt_d": self.opt_d.state_dict(), "sched": self.sched.state_dict(),
             "sampler_rng": self.sampler.rng.bit_generator.state, "gen": self.gen.get_state(),
             "torch_rng": torch.get_rng_state(), "step": self.step,
@@ -127,21 +141,31 @@ class DisentanglerTrainer:
         cfg, w, m = self.cfg, self.cfg.weights, self.model
         idx = torch.from_numpy(next(iter(self.sampler)))
         x, y, p = self.images[idx].to(self.device), self.y[idx].to(self.device), self.p[idx].to(self.device)
+        oracle = self.masks[idx].to(self.device) if self.masks is not None else None
         m.train()
         f = m.encoder(x)
-        rec, residual = m.generator(f, return_residual=True)
+        drawn = m.generator.render(f)
         emb = m.identity_embedding(f.identity)
         # cross-visit reconstruction: the identity grid of another visit of the same patient must do, so
-        # everything that changes between visits (finding, acquisition) has to come from the other slots
-        cross = m.generator(f.replace(identity=f.identity[self._partners(p)]))
+        # everything that changes between visits (finding, acquisition) has to come from the other slots;
+        # inside both visits' findings the L1 weighs ``finding_focus`` times more
+        partner = self._partners(p)
+        cross = m.generator(f.replace(identity=f.identity[partner]))
+        where = oracle if oracle is not None else drawn.mask.detach()
+        focus = 1 + w.finding_focus * torch.maximum(where, where[partner])
         losses = {
-            "l1": F.l1_loss(rec, x),
-            "ssim": self.ssim(rec.clamp(0, 1), x),
-            "cross": F.l1_loss(cross, x) + self.ssim(cross.clamp(0, 1), x),
+            "l1": weighted_l1(drawn.image, x, focus),
+            "ssim": self.ssim(drawn.image.clamp(0, 1), x),
+            "cross": weighted_l1(cross, x, focus) + self.ssim(cross.clamp(0, 1), x),
             "med": F.cross_entropy(m.medical_head(f.medical), y),
             "id": F.cross_entropy(m.identity_head(emb), p),
             "con": supervised_contrastive(emb, p),
+            "sparse": split_medical(f.medical, cfg.model)[0].mean(),
+            "leak": leakage_loss(m.finding_in_identity, m.identity_grid(f.identity), y)
+            + leakage_loss(m.finding_in_other, f.other, y),
         }
+        if oracle is not None:
+            losses["mask"] = mask_loss(drawn.mask, oracle)
         swap_on = self.step >= cfg.swap_start
         if swap_on:
             ramp = min(1.0, (self.step - cfg.swap_start + 1) / max(1, cfg.swap_ramp))
@@ -153,24 +177,24 @@ class DisentanglerTrainer:
             g = functional_call(m.encoder, {k: v.detach() for k, v in m.encoder.named_parameters()}, (mix,))
             swap = swap_consistency(g, target)
             losses.update({f"swap_{k[:3]}": v for k, v in swap.items()})
-            losses["cyc"] = F.cross_entropy(m.medical_head(g.medical), y[perms["medical"]]) + F.cross_entropy(
-                m.identity_head(m.identity_embedding(g.identity)), p[perms["identity"]])
-        losses["sparse"] = residual.abs().mean()
-        losses["leak"] = leakage_loss(m.finding_in_identity, f.identity, y) + leakage_loss(
-            m.finding_in_other, f.other, y)
+            losses["cyc"] = F.cross_entropy(m.identity_head(m.identity_embedding(g.identity)), p[perms["identity"]])
+            # the finding of the mixed image is its medical donor's, as a frozen independent judge sees it
+            losses["judge"] = F.cross_entropy(self.judge(jitter(mix, cfg.judge.shift, self.gen)), y[perms["medical"]])
         adv_on = w.adversarial > 0 and self.step >= cfg.adversarial_start
         crop = int(cfg.model.image_size * cfg.crop_fraction)
-        fake = torch.cat([rec, mix]) if swap_on else rec
+        fake = torch.cat([drawn.image, mix]) if swap_on else drawn.image
         if adv_on:
             losses["adv"] = hinge_g_loss(self.disc(random_crops(fake, crop, self.gen))[-1])
         total = (w.reconstruction * losses["l1"] + w.ssim * losses["ssim"] + w.cross_visit * losses["cross"]
                  + w.medical * losses["med"]
                  + w.identity * losses["id"] + w.contrastive * losses["con"]
                  + w.finding_sparsity * losses["sparse"] + w.leakage * losses["leak"])
+        if oracle is not None:
+            total = total + w.mask * losses["mask"]
         if adv_on:
             total = total + w.adversarial * losses["adv"]
         if swap_on:
-            total = total + ramp * (w.swap * sum(swap.values()) + w.cycle * losses["cyc"])
+            total = total + ramp * (w.swap * sum(swap.values()) + w.cycle * losses["cyc"] + w.judge * losses["judge"])
         self.opt.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(m.parameters(), 5.0)

@@ -17,11 +17,13 @@ __all__ = [
     "SLOTS",
     "hinge_d_loss",
     "hinge_g_loss",
+    "mask_loss",
     "normalised_mse",
     "random_crops",
     "supervised_contrastive",
     "swap_consistency",
     "swap_targets",
+    "weighted_l1",
 ]
 
 SLOTS = ("medical", "identity", "other")
@@ -82,3 +84,24 @@ def random_crops(x: torch.Tensor, size: int, generator: torch.Generator | None =
     ys = torch.randint(0, h - size + 1, (b,), generator=generator).tolist()
     xs = torch.randint(0, w - size + 1, (b,), generator=generator).tolist()
     return torch.stack([x[i, :, y: y + size, x0: x0 + size] for i, (y, x0) in enumerate(zip(ys, xs))])
+
+
+def weighted_l1(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """L1 with a per-pixel ``weight`` (broadcast to ``pred``), normalised by the total weight."""
+    weight = weight.expand_as(pred)
+    return ((pred - target).abs() * weight).sum() / weight.sum()
+
+
+def mask_loss(drawn: torch.Tensor, truth: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """Binary cross-entropy plus soft Dice between a drawn finding mask and a reference mask, both
+    ``(B, 1, S, …)`` in ``[0, 1]``. Dice is taken over the images that have a finding only (an empty
+    reference has no overlap to ask for; the cross-entropy alone keeps its mask empty)."""
+    drawn = drawn.clamp(eps, 1 - eps)
+    bce = F.binary_cross_entropy(drawn, truth)
+    dims = tuple(range(1, truth.dim()))
+    has = truth.flatten(1).amax(1) > 0.05
+    if not has.any():
+        return bce
+    inter = (drawn * truth).sum(dims)[has]
+    dice = 1 - (2 * inter + 1) / (drawn.sum(dims)[has] + truth.sum(dims)[has] + 1)
+    return bce + dice.mean()

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from ..data.datasets import ImageSet, from_cohort, load_folder
 from ..data.phantoms import Cohort
-from ..inference.model_dir import CaseBank, save_json
+from ..inference.model_dir import FINDING_JUDGE, CaseBank, save_json
 from ..networks import DisentanglementModel, IdentityVAE
 from .config import TrainConfig
 from .disentangler import DisentanglerTrainer, StepLog, encode_all
@@ -103,6 +103,7 @@ def train_model(cfg: TrainConfig, out_dir: str | Path, progress: bool = True,
     calibration["training_seconds"] = round(time.perf_counter() - t0, 1)
     torch.save(model.state_dict(), out / "model.pt")
     torch.save(vae.state_dict(), out / "identity_vae.pt")
+    torch.save(trainer.judge.state_dict(), out / FINDING_JUDGE)
     bank.save(out / "bank.pt")
     save_json(out / "calibration.json", calibration)
     return out

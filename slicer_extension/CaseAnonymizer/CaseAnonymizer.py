@@ -36,10 +36,12 @@ from CaseAnonymizerLib import (
     InferResponse,
     InputError,
     Job,
+    LoginRequiredError,
     Parameters,
     ServerClient,
     ServerFailedError,
     ServerInfo,
+    TokenStore,
     Upload,
     UrlHistory,
     describe,
@@ -208,6 +210,7 @@ class CaseAnonymizerLogic(ScriptedLoadableModuleLogic):
         self.settings = settings if settings is not None else qt.QSettings()
         self.urlHistory = UrlHistory(self.settings)
         self.consent = ConsentStore(self.settings)
+        self.tokens = TokenStore()  # in memory only: never written to the settings
         self.clientFactory = clientFactory or ServerClient
         #: ``importer(folder, copyFiles)`` used for "export into Slicer's DICOM database".
         self.dicomImporter: Callable[[str, bool], None] = _defaultDicomImporter
@@ -224,9 +227,61 @@ class CaseAnonymizerLogic(ScriptedLoadableModuleLogic):
 
     # -- connection -----------------------------------------------------------------------------------
     def makeClient(self, url: str | None = None) -> ServerClient:
+        """A client for ``url`` (the parameter node's server by default) carrying this session's login to it;
+        :class:`LoginRequiredError` when that login has expired (the user is asked again)."""
         params = self.parameters()
-        return self.clientFactory(url or params.serverUrl, read_timeout=float(params.timeoutSeconds),
-                                  verify=params.caBundle or True)
+        url = url or params.serverUrl
+        token = self.tokens.get(url)
+        if token is not None and token.expired():
+            self.tokens.forget(url)
+            raise LoginRequiredError(_("The login of {user} to {url} has expired; log in again.").format(
+                user=token.username, url=normalize_server_url(url)), 401)
+        return self.clientFactory(url, read_timeout=float(params.timeoutSeconds), verify=params.caBundle or True,
+                                  token=token)
+
+    # -- login (servers with token auth) ------------------------------------------------------------------
+    def startLogin(self, username: str, password: str, url: str | None = None) -> Operation:
+        """Log in to the server in the background (user name + password → the server's token endpoint), then
+        check the connection with the new token. The token is kept in memory for this session only; the
+        password is not kept at all."""
+        url = url or self.parameters().serverUrl
+        self.tokens.forget(url)
+        client = self.makeClient(url)
+
+        def work(progress: Any) -> tuple[Any, ServerInfo]:
+            progress(_("Logging in to {url}").format(url=client.url), None)
+            try:
+                token = client.login(username, password)
+                return token, client.info()
+            finally:
+                client.close()
+
+        def finish(answer: tuple[Any, ServerInfo]) -> Outcome:
+            token, info = answer
+            if token is not None:
+                self.tokens.put(url, token)
+            self.serverInfo = info
+            self.urlHistory.add(info.url)
+            summary = (_("Logged in to {url} as {user}.").format(url=info.url, user=token.username) if token else
+                       _("{url} does not ask for a login.").format(url=info.url))
+            return Outcome("connect", info.raw, f"{summary} {info.summary()}")
+
+        return Operation("login", Job(work, "login").start(), finish)
+
+    def login(self, username: str, password: str, url: str | None = None, timeout: float | None = None) -> ServerInfo:
+        """Blocking login (scripts, tests)."""
+        self.runOperation(self.startLogin(username, password, url), timeout)
+        assert self.serverInfo is not None
+        return self.serverInfo
+
+    def loggedInAs(self, url: str | None = None) -> str | None:
+        """The user name of this session's login to ``url``, if any."""
+        token = self.tokens.get(url or self.parameters().serverUrl)
+        return token.username if token is not None else None
+
+    def logout(self, url: str | None = None) -> None:
+        """Forget the login to ``url`` (the token goes; nothing was stored elsewhere)."""
+        self.tokens.forget(url or self.parameters().serverUrl)
 
     def startCheckConnection(self, url: str | None = None) -> Operation:
         """``GET /info/`` in the background; on success the URL goes first in the history."""
@@ -901,6 +956,7 @@ class CaseAnonymizerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             widget = getattr(self.ui, binding.widget)
             widget.connect(signal_for(widget.className(), binding.property), self.updateParameterNodeFromGUI)
         self.ui.connectButton.connect("clicked(bool)", self.onCheckConnection)
+        self.ui.loginButton.connect("clicked(bool)", self.onLogin)
         self.ui.forgetConsentButton.connect("clicked(bool)", self.onForgetConsent)
         self.ui.applyButton.connect("clicked(bool)", self.onApply)
         self.ui.anotherIdentityButton.connect("clicked(bool)", self.onAnotherIdentity)
@@ -1011,6 +1067,37 @@ class CaseAnonymizerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # -- connection and consent ---------------------------------------------------------------------------
     def onCheckConnection(self) -> None:
         self._start(self.logic.startCheckConnection)
+
+    def onLogin(self) -> None:
+        if not self._login():
+            self.ui.statusLabel.text = _("Not logged in.")
+
+    def _login(self) -> bool:
+        """Ask for the user name and password and start logging in; False when the user cancelled."""
+        credentials = self.askCredentials()
+        if credentials is None:
+            return False
+        username, password = credentials
+        self._start(lambda: self.logic.startLogin(username, password))
+        return True
+
+    def askCredentials(self) -> tuple[str, str] | None:
+        """The user name and password for the current server, from a dialog (None when cancelled)."""
+        dialog = qt.QDialog(slicer.util.mainWindow())
+        dialog.setWindowTitle(_("Log in to {url}").format(url=self.logic.parameters().serverUrl))
+        form = qt.QFormLayout(dialog)
+        user = qt.QLineEdit(self.logic.loggedInAs() or "")
+        password = qt.QLineEdit()
+        password.setEchoMode(qt.QLineEdit.Password)
+        form.addRow(_("User name:"), user)
+        form.addRow(_("Password:"), password)
+        buttons = qt.QDialogButtonBox(qt.QDialogButtonBox.Ok | qt.QDialogButtonBox.Cancel)
+        buttons.connect("accepted()", dialog.accept)
+        buttons.connect("rejected()", dialog.reject)
+        form.addRow(buttons)
+        if dialog.exec_() != qt.QDialog.Accepted:
+            return None
+        return user.text.strip(), password.text
 
     def onForgetConsent(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Could not forget the consent."), waitCursor=True):
@@ -1151,6 +1238,9 @@ class CaseAnonymizerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = sentence
         self.ui.resultLabel.text = ""
         self.ui.detailsTextEdit.setPlainText(details or sentence)
+        if isinstance(exc, LoginRequiredError):  # no login, an expired one, or a wrong password: ask (again)
+            self.ui.serverStatusLabel.text = sentence
+            self._login()
 
     def onCaseChanged(self, value: float) -> None:
         if self._updatingGUI or self.operation is not None:

@@ -35,18 +35,45 @@ def test_single_file(tmp_path, cli):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert pydicom.dcmread(str(tmp_path / "ct.dcm")).PatientIdentityRemoved == "YES"
-    assert cli("deid", str(TEST_FILES / "CT_small.dcm"), str(tmp_path), "--key", KEY)[0] == 0
-    assert (tmp_path / "CT_small.dcm").is_file()  # into an existing folder
+    folder = tmp_path / "into"
+    folder.mkdir()
+    assert cli("deid", str(TEST_FILES / "CT_small.dcm"), str(folder), "--key", KEY)[0] == 0
+    (written,) = [p for p in folder.rglob("*") if p.is_file()]  # into an existing folder: named by new UIDs
+    assert written.relative_to(folder).as_posix() == _uid_name(written)
 
 
-def test_folder_is_mirrored_and_a_bad_file_does_not_stop_the_batch(tmp_path, cli):
+def _uid_name(path: Path) -> str:
+    """``<StudyUID>/<SeriesUID>/<SOPUID>.dcm`` of the DICOM file ``path``, from its own (new) UIDs."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+    return f"{ds.StudyInstanceUID}/{ds.SeriesInstanceUID}/{ds.SOPInstanceUID}.dcm"
+
+
+def test_folder_outputs_are_named_by_new_uids_and_a_bad_file_does_not_stop_the_batch(tmp_path, cli):
     src = _folder(tmp_path / "in")
     code, out, err = cli("deid", str(src), str(tmp_path / "out"), "--key", KEY, "--no-progress")
     assert code == 1  # something asked for was not done
-    assert out.strip() == "deid: 3 done, 3 skipped (2 not DICOM, 1 DICOMDIR), 1 failed"
+    assert out.strip().splitlines()[-1] == "deid: 3 done, 3 skipped (2 not DICOM, 1 DICOMDIR), 1 failed"
+    assert "named by new UIDs" in out
     assert err.count("failed: ") == 1 and "m_broken.dcm" in err and "truncated" in err
+    outputs = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert len(outputs) == 3  # the rtplan processed after the failure; nothing else copied
+    originals = {str(pydicom.dcmread(str(src / n), stop_before_pixels=True).SOPInstanceUID)
+                 for n in ("a/ct.dcm", "a/b/mr.dcm", "z_rtplan")}
+    for path in outputs:
+        name = path.relative_to(tmp_path / "out").as_posix()
+        assert name == _uid_name(path) and name.split("/")[-1][:-4] not in originals
+        assert not {"a", "b", "ct", "mr", "z_rtplan"} & set(name.replace(".", "/").split("/"))
+
+
+def test_keep_names_mirrors_the_input_with_a_warning(tmp_path, cli):
+    src = _folder(tmp_path / "in")
+    code, out, err = cli("deid", str(src), str(tmp_path / "out"), "--key", KEY, "--no-progress", "--keep-names")
+    assert code == 1 and "--keep-names" in err and "may carry identifiers" in err
+    assert "with the input's names" in out
     outputs = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file())
-    assert outputs == ["a/b/mr.dcm", "a/ct.dcm", "z_rtplan"]  # processed after the failure; nothing else copied
+    assert outputs == ["a/b/mr.dcm", "a/ct.dcm", "z_rtplan"]
 
 
 def test_both_date_options_is_a_one_line_error(tmp_path, cli):
@@ -85,6 +112,12 @@ def test_mapping_file_only_when_asked(tmp_path, cli):
     rows = list(csv.DictReader(mapping.open()))
     assert len(rows) == 3 and "1CT1" in {r["patient_id"] for r in rows}
     assert all(r["new_sop_uid"].startswith("2.25.") and r["sop_uid"] != r["new_sop_uid"] for r in rows)
+    # the mapping file is what links each input to its output, named by its new UIDs
+    for r in rows:
+        out = Path(r["output"])
+        assert out.is_file() and Path(r["source"]).is_relative_to(src)
+        assert out.relative_to(tmp_path / "mapped").as_posix() == f"{r['new_study_uid']}/{r['new_series_uid']}/" \
+            f"{r['new_sop_uid']}.dcm"
     assert stat.S_IMODE(mapping.stat().st_mode) == 0o600
 
 

@@ -18,6 +18,7 @@ from monai_anon_app.data.phantoms import Cohort
 from monai_anon_app.dicom.export import export_study_zip
 from monai_anon_app.dicom.options import DeidOptions
 from monai_anon_app.dicom.phantom import write_phantom_dicom
+from monai_anon_app.dicom.pixel_change import KEPT, anonymized
 
 CT = Path(pydicom.data.DATA_ROOT) / "test_files" / "CT_small.dcm"
 
@@ -39,7 +40,8 @@ def _inputs(tmp_path: Path) -> list[Path]:
 
 def test_export_zip_with_refusals_and_failures(tmp_path):
     inputs = _inputs(tmp_path)
-    summary = export_study_zip(inputs, tmp_path / "export" / "study.zip", DeidOptions(key=KEY), invert)
+    summary = export_study_zip(inputs, tmp_path / "export" / "study.zip", DeidOptions(key=KEY), invert,
+                               anonymized("full"))
     assert summary.done == 2 and len(summary.study_uids) == 2
     assert [name for name, _ in summary.refused] == ["CT_small.dcm"] and "CT" in summary.refused[0][1]
     assert [name for name, _ in summary.failed] == ["notes.txt"]
@@ -53,16 +55,33 @@ def test_export_zip_with_refusals_and_failures(tmp_path):
             study, series, sop = name[:-4].split("/")
             assert (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID) == (study, series, sop)
             assert ds.BurnedInAnnotation == "NO" and ds.PatientID.startswith("ANON-")
+            assert ds.RecognizableVisualFeatures == "NO"  # a full anonymization: the one clean claim
     assert sorted(p.name for p in (tmp_path / "export").iterdir()) == ["study.zip"]  # no temporary leftovers
 
 
 def test_export_headers_only_takes_every_dicom_object(tmp_path):
     inputs = _inputs(tmp_path)
-    summary = export_study_zip(inputs, tmp_path / "all.zip", DeidOptions(key=KEY), None, headers_only=True)
+    summary = export_study_zip(inputs, tmp_path / "all.zip", DeidOptions(key=KEY), None, KEPT)
     assert summary.done == 3 and not summary.refused and len(summary.failed) == 1
 
 
 def test_export_of_nothing_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match=r"nothing to export.*CT_small\.dcm"):
-        export_study_zip([CT], tmp_path / "none.zip", DeidOptions(key=KEY), invert)
+        export_study_zip([CT], tmp_path / "none.zip", DeidOptions(key=KEY), invert, anonymized("full"))
     assert not (tmp_path / "none.zip").exists()
+
+
+def test_residual_export_claims_no_clean_pixels_and_a_duplicate_is_skipped(tmp_path):
+    inputs = _inputs(tmp_path)[:2]
+    summary = export_study_zip([*inputs, inputs[0]], tmp_path / "r.zip", DeidOptions(key=KEY), invert,
+                               anonymized("residual"))
+    assert summary.done == 2 and [n for n, _ in summary.skipped] == [inputs[0].name]
+    assert "same instance" in summary.skipped[0][1]
+    with zipfile.ZipFile(tmp_path / "r.zip") as zf:
+        for name in zf.namelist():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(zf.open(name))
+            assert ds.RecognizableVisualFeatures == "YES"
+            assert [i.CodeValue for i in ds.DeidentificationMethodCodeSequence] == ["113100"]
+            assert "residual" in ds.DerivationDescription and "identifying detail" in ds.DerivationDescription

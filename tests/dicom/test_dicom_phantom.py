@@ -13,6 +13,7 @@ from monai_anon_app.data.phantoms import Cohort
 from monai_anon_app.data.writer import write_cohort
 from monai_anon_app.dicom.batch import process_dicom
 from monai_anon_app.dicom.options import DeidOptions
+from monai_anon_app.dicom.pixel_change import KEPT
 
 
 def _read(path: Path):
@@ -61,6 +62,6 @@ def test_phantom_headers_are_all_removed(tmp_path):
     secrets = [str(ds.PatientName).split("^")[0], ds.PatientID, ds.InstitutionName, ds.StudyDate,
                ds.PatientBirthDate, ds.AccessionNumber, ds.DeviceSerialNumber, ds.StationName, ds.StudyInstanceUID,
                ds.file_meta.SourceApplicationEntityTitle]
-    process_dicom(src, tmp_path / "out.dcm", DeidOptions(key="k" * 12), None, headers_only=True, derivation="")
+    process_dicom(src, tmp_path / "out.dcm", DeidOptions(key="k" * 12), None, KEPT)
     data = (tmp_path / "out.dcm").read_bytes()
     assert not [s for s in secrets if s.encode() in data]

@@ -14,6 +14,7 @@ from dicom_testlib import KEY, PHI_DATES, PHI_TOKENS, PRIVATE_CREATOR
 from monai_anon_app.dicom.batch import process_dicom
 from monai_anon_app.dicom.keys import KeyRing
 from monai_anon_app.dicom.options import DeidOptions
+from monai_anon_app.dicom.pixel_change import KEPT
 
 
 def _deid(paths: list[Path], out: Path, **opts) -> list[Path]:
@@ -23,7 +24,7 @@ def _deid(paths: list[Path], out: Path, **opts) -> list[Path]:
         warnings.simplefilter("ignore")
         for p in paths:
             dst = out / p.name
-            process_dicom(p, dst, options, None, headers_only=True, derivation="")
+            process_dicom(p, dst, options, None, KEPT)
             outs.append(dst)
     return outs
 

@@ -12,6 +12,7 @@ import pydicom
 import pydicom.data
 import pytest
 from dicom_testlib import KEY
+from peers import require_module
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit, RLELossless
 
@@ -20,13 +21,14 @@ from monai_anon_app.data.phantoms import Cohort
 from monai_anon_app.dicom.batch import Refused, deidentifier, process_dicom
 from monai_anon_app.dicom.options import DeidOptions
 from monai_anon_app.dicom.phantom import phantom_dataset, write_phantom_dicom
+from monai_anon_app.dicom.pixel_change import KEPT, anonymized
 from monai_anon_app.dicom.pixels import read_dicom_image
 
 TEST_FILES = Path(pydicom.data.DATA_ROOT) / "test_files"
-DATA_STORE = Path(pytest.importorskip("data_store").__file__).parent / "data"
+DATA_STORE = Path(require_module("data_store", "pip install -e .[test] (pydicom-data)").__file__).parent / "data"
 CR_FILES = sorted((TEST_FILES / "dicomdirtests" / "77654033").glob("CR*/*"))
 OPTIONS = DeidOptions(key=KEY)
-DERIVATION = "test: flipped and shifted by a deterministic pixel function"
+FULL = anonymized("full")  # a full anonymization: the one change whose markers claim clean pixels
 
 
 def _corpus(name: str) -> Path:
@@ -74,7 +76,7 @@ def _check_replaced(src: Path, dst: Path, fn: Recorder) -> tuple[pydicom.FileDat
                     "RescaleSlope", "RescaleIntercept", "PixelSpacing", "ImagerPixelSpacing"):
         assert after.get(keyword) == before.get(keyword), keyword
     assert list(after.ImageType[:2]) == ["DERIVED", "SECONDARY"]
-    assert after.DerivationDescription == DERIVATION
+    assert after.DerivationDescription == FULL.derivation
     assert (after.BurnedInAnnotation, after.RecognizableVisualFeatures) == ("NO", "NO")
     assert [i.CodeValue for i in after.DeidentificationMethodCodeSequence] == ["113100", "113101", "113102"]
     real = returned if after.PhotometricInterpretation == "MONOCHROME2" else \
@@ -88,7 +90,7 @@ def _check_replaced(src: Path, dst: Path, fn: Recorder) -> tuple[pydicom.FileDat
 def test_dx_phantom_pixels_replaced(tmp_path, dciodvfy):
     src = _phantom(tmp_path)[0]
     fn = Recorder(shift=5, lo=0, hi=4095)
-    process_dicom(src, tmp_path / "out.dcm", OPTIONS, fn, headers_only=False, derivation=DERIVATION)
+    process_dicom(src, tmp_path / "out.dcm", OPTIONS, fn, FULL)
     given, identity, _ = fn.calls[0]
     np.testing.assert_array_equal(given, read_dicom_image(src).pixels)
     assert identity == deidentifier(OPTIONS).identity_key(_read(src)) and _read(src).PatientID not in identity
@@ -107,7 +109,7 @@ def test_real_cr_monochrome1(tmp_path, path, dciodvfy):
     real = stored.astype(np.float32) * np.float32(ds.RescaleSlope) + np.float32(ds.RescaleIntercept)
     np.testing.assert_array_equal(image.pixels, np.float32(lo + hi) - real)  # bright = dense
     fn = Recorder()
-    process_dicom(path, tmp_path / "out.dcm", OPTIONS, fn, headers_only=False, derivation=DERIVATION)
+    process_dicom(path, tmp_path / "out.dcm", OPTIONS, fn, FULL)
     _, after = _check_replaced(path, tmp_path / "out.dcm", fn)
     np.testing.assert_array_equal(after.pixel_array, np.flipud(stored))  # inverted back on the way out
     assert dciodvfy(tmp_path / "out.dcm") <= dciodvfy(path)
@@ -125,7 +127,7 @@ def test_signed_rescaled_monochrome1(tmp_path):
     src = tmp_path / "cr.dcm"
     ds.save_as(str(src), write_like_original=False)
     fn = Recorder(shift=-1.5)  # three stored steps of 0.5: still on the grid
-    process_dicom(src, tmp_path / "out.dcm", OPTIONS, fn, headers_only=False, derivation=DERIVATION)
+    process_dicom(src, tmp_path / "out.dcm", OPTIONS, fn, FULL)
     _check_replaced(src, tmp_path / "out.dcm", fn)
     assert read_dicom_image(src).pixels.dtype == np.float32
 
@@ -148,7 +150,7 @@ def test_lossy_compressed_source_is_written_uncompressed_and_marked(tmp_path):
     src = tmp_path / "jpeg.dcm"
     ds.save_as(str(src), write_like_original=False)
     fn = Recorder(lo=0, hi=255)
-    process_dicom(src, tmp_path / "out.dcm", OPTIONS, fn, headers_only=False, derivation=DERIVATION)
+    process_dicom(src, tmp_path / "out.dcm", OPTIONS, fn, FULL)
     _, after = _check_replaced(src, tmp_path / "out.dcm", fn)
     assert after.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
     assert (after.LossyImageCompression, after.LossyImageCompressionMethod) == ("01", "ISO_10918_1")
@@ -160,7 +162,7 @@ def test_lossless_compressed_source(tmp_path):
     ds.compress(RLELossless)
     ds.save_as(str(src))
     fn = Recorder(lo=0, hi=4095)
-    process_dicom(src, tmp_path / "out.dcm", OPTIONS, fn, headers_only=False, derivation=DERIVATION)
+    process_dicom(src, tmp_path / "out.dcm", OPTIONS, fn, FULL)
     _, after = _check_replaced(src, tmp_path / "out.dcm", fn)
     assert after.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1" and after.LossyImageCompression == "00"
 
@@ -175,7 +177,7 @@ def test_lossless_compressed_source(tmp_path):
 ])
 def test_refused_with_a_reason(tmp_path, name, reason):
     with pytest.raises(Refused, match=reason) as info:
-        process_dicom(_corpus(name), tmp_path / "out.dcm", OPTIONS, Recorder(), False, DERIVATION)
+        process_dicom(_corpus(name), tmp_path / "out.dcm", OPTIONS, Recorder(), FULL)
     message = str(info.value)
     assert message.endswith(".") and message.count(". ") == 0  # one sentence
     assert not (tmp_path / "out.dcm").exists()
@@ -199,7 +201,7 @@ def test_read_dicom_image_applies_rescale():
 
 def test_headers_only_keeps_pixels_and_claims_nothing(tmp_path):
     src = _phantom(tmp_path)[0]
-    process_dicom(src, tmp_path / "out.dcm", OPTIONS, None, headers_only=True, derivation="")
+    process_dicom(src, tmp_path / "out.dcm", OPTIONS, None, KEPT)
     before, after = _read(src), _read(tmp_path / "out.dcm")
     assert after.PixelData == before.PixelData
     assert after.BurnedInAnnotation == before.BurnedInAnnotation  # carried over, not claimed
@@ -207,14 +209,14 @@ def test_headers_only_keeps_pixels_and_claims_nothing(tmp_path):
     assert [i.CodeValue for i in after.DeidentificationMethodCodeSequence] == ["113100"]
     assert list(after.ImageType) == list(before.ImageType)
     with pytest.raises(ValueError, match="pixel_fn"):
-        process_dicom(src, tmp_path / "x.dcm", OPTIONS, None, headers_only=False, derivation="")
+        process_dicom(src, tmp_path / "x.dcm", OPTIONS, None, FULL)
 
 
 def test_one_identity_per_patient(tmp_path):
     paths = _phantom(tmp_path, patients=2, visits=2, size=16)
     fn = Recorder()
     for p in paths:
-        process_dicom(p, tmp_path / "out" / p.name, OPTIONS, fn, headers_only=False, derivation=DERIVATION)
+        process_dicom(p, tmp_path / "out" / p.name, OPTIONS, fn, FULL)
     keys = [identity for _, identity, _ in fn.calls]
     ids = [_read(p).PatientID for p in paths]
     assert keys[0] == keys[1] and keys[2] == keys[3] and keys[0] != keys[2]
@@ -226,7 +228,7 @@ def test_a_failure_leaves_no_partial_file(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(ValueError, match="shape"):
-        process_dicom(src, out / "x.dcm", OPTIONS, lambda px, key: px[:8], False, DERIVATION)
+        process_dicom(src, out / "x.dcm", OPTIONS, lambda px, key: px[:8], FULL)
     with pytest.raises(ValueError, match="NaN"):
-        process_dicom(src, out / "x.dcm", OPTIONS, lambda px, key: px * np.nan, False, DERIVATION)
+        process_dicom(src, out / "x.dcm", OPTIONS, lambda px, key: px * np.nan, FULL)
     assert list(out.iterdir()) == []

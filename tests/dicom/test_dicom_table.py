@@ -11,6 +11,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from dicom_testlib import KEY
+from peers import SHARED_DATA, require_path
 from pydicom.datadict import DicomDictionary
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
@@ -21,7 +22,7 @@ from monai_anon_app.dicom.keys import KeyRing
 from monai_anon_app.dicom.options import OPTION_COLUMNS, DeidOptions
 from monai_anon_app.dicom.profile import load_table
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "ps3.15-annex-e"
+SHARED = SHARED_DATA / "ps3.15-annex-e"
 UNKNOWN_CLASS = "1.2.826.0.1.3680043.9.7777.999"  # no IOD: every attribute counts as Type 3
 CONTAINER = 0x00082218  # Anatomic Region Sequence: not in the table, so visited and kept
 PRIVATE = ("ROW TEST", 0x0029, 0x10)
@@ -42,8 +43,8 @@ def test_table_is_stamped_and_complete():
     assert (icon.name, icon.basic) == ("Icon Image Sequence", "X")
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="shared Annex E data not available")
 def test_generator_reproduces_the_packaged_tables(tmp_path):
+    require_path(SHARED, "the shared Annex E data", "a copy of ../shared/data beside the clone")
     from monai_anon_app.dicom import generate_tables
 
     generate_tables.main(["--data", str(SHARED), "--out", str(tmp_path)])

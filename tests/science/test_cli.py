@@ -41,15 +41,25 @@ def test_phantoms_writes_labels_contract(cohort):
 def test_anonymize_png_and_nifti_folders_mirror_formats(cohort, tiny_model, tmp_path):
     for fmt in ("png", "nifti"):
         out = tmp_path / fmt
-        r = run_cli("anonymize", cohort / fmt, out, "--model", tiny_model, "--seed", "5", "--no-progress")
+        mapping = tmp_path / f"{fmt}-mapping.csv"
+        r = run_cli("anonymize", cohort / fmt, out, "--model", tiny_model, "--seed", "5", "--no-progress",
+                    "--mapping-file", mapping)
         assert r.returncode == 0, r.stderr
-        assert "refused" in r.stdout and "1 skipped" in r.stdout  # labels.csv is not an image: skipped
+        images = len(list((cohort / fmt / "images").iterdir()))
+        # every image done, none refused; labels.csv is not an image: skipped
+        assert f"anonymize: {images} done, 0 refused, 0 failed, 1 skipped" in r.stdout, r.stdout
         assert not (out / "labels.csv").exists()  # never copied: it may carry identifiers
-        for src in sorted((cohort / fmt / "images").iterdir()):
-            a, b = read_image(src), read_image(out / "images" / src.name)
+        # outputs are named by a keyed pseudonym, flat: nothing of the input path (folder, patient ID)
+        written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+        assert len(written) == images and not [n for n in written if "/" in n or "PH" in n.upper()]
+        pairs = {Path(row["source"]): Path(row["output"]) for row in csv.DictReader(mapping.open())}
+        assert sorted(pairs) == sorted((cohort / fmt / "images").iterdir())  # the mapping file links them
+        for src, dst in pairs.items():
+            assert "".join(dst.suffixes) == "".join(src.suffixes) and dst.parent == out
+            a, b = read_image(src), read_image(dst)
             assert a.pixels.shape == b.pixels.shape and not np.array_equal(a.pixels, b.pixels)
             if fmt == "nifti":
-                assert np.allclose(nib.load(src).affine, nib.load(out / "images" / src.name).affine)
+                assert np.allclose(nib.load(src).affine, nib.load(dst).affine)
 
 
 def test_anonymize_same_seed_same_output(cohort, tiny_model, tmp_path):

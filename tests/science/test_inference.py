@@ -41,10 +41,13 @@ def test_random_seed_is_reported_and_reproduces(anonymizer, image):
     assert np.array_equal(first.image, again.image)
 
 
-def test_synthetic_identities_respect_the_novelty_threshold(anonymizer):
-    for seed in range(5):
-        _, d_train, _ = anonymizer.synthetic_identity(seed)
-        assert d_train >= anonymizer.threshold
+def test_reported_identity_distance_is_the_true_distance(anonymizer):
+    """The distance an anonymization reports is recomputed here from the identity it returned."""
+    for seed in range(3):
+        ident, d_train, _ = anonymizer.synthetic_identity(seed)
+        emb = anonymizer.model.identity_embedding(ident[None])
+        true = 1 - torch.nn.functional.cosine_similarity(emb, anonymizer.bank.identities).max()
+        assert abs(float(true) - d_train) < 1e-5
 
 
 def _copy_of(anonymizer, target: torch.Tensor) -> torch.Tensor:
@@ -69,8 +72,8 @@ def test_candidates_near_a_training_identity_are_rejected(anonymizer):
     class Copycat(torch.nn.Module):
         latent_dim = 1
 
-        def sample(self, n, generator=None, temperature=1.0):
-            return copy.expand(n, -1)
+        def sample_with_typicality(self, n, generator=None, temperature=1.0):
+            return copy.expand(n, -1), torch.zeros(n)
 
     original = anonymizer.vae
     anonymizer.vae = Copycat()
@@ -90,17 +93,42 @@ def test_sampling_widens_when_typical_identities_sit_on_training_patients(anonym
     class TypicalIsACopy(torch.nn.Module):
         latent_dim = original.latent_dim
 
-        def sample(self, n, generator=None, temperature=1.0):
+        def sample_with_typicality(self, n, generator=None, temperature=1.0):
             seen.append(temperature)
-            return copy.expand(n, -1) if temperature == 1.0 else original.sample(n, generator, temperature)
+            if temperature == 1.0:
+                return copy.expand(n, -1), torch.zeros(n)
+            return original.sample_with_typicality(n, generator, temperature)
 
     anonymizer.vae = TypicalIsACopy()
     try:
-        _, d_train, _ = anonymizer.synthetic_identity(0)
+        ident, _, _ = anonymizer.synthetic_identity(0)
     finally:
         anonymizer.vae = original
     assert seen[0] == 1.0 and len(seen) > 1 and seen[1] > 1.0
-    assert d_train >= anonymizer.threshold
+    assert not torch.allclose(ident, copy[0])
+
+
+def test_the_most_typical_accepted_candidate_is_chosen(anonymizer):
+    """Among candidates, a copy of a training patient is refused even when it is the most typical, and of
+    the novel ones the more typical (smaller latent radius) wins over the farther one."""
+    copy = _copy_of(anonymizer, anonymizer.bank.identities[0])
+    novel = [anonymizer.synthetic_identity(seed)[0] for seed in (11, 12)]
+    assert not torch.equal(novel[0], novel[1])
+    candidates = torch.stack([copy[0], novel[0], novel[1]])
+    radii = torch.tensor([0.1, 3.0, 1.0])
+
+    class Fixed(torch.nn.Module):
+        latent_dim = 1
+
+        def sample_with_typicality(self, n, generator=None, temperature=1.0):
+            return candidates, radii
+
+    original, anonymizer.vae = anonymizer.vae, Fixed()
+    try:
+        ident, _, _ = anonymizer.synthetic_identity(0, candidates=3)
+    finally:
+        anonymizer.vae = original
+    assert torch.equal(ident, novel[1])
 
 
 def test_residual_mode_adds_the_change_to_the_original(anonymizer, image):
@@ -117,6 +145,8 @@ def test_counterfactual_towards_a_reference_image(anonymizer, image):
     ref = Cohort(1, 1, seed=98).case(0, 0).image(64)
     out = anonymizer.counterfactual(image, reference=ref)
     assert out.image.shape == image.shape and out.target in anonymizer.classes
+    with pytest.raises(InputError, match="exactly one"):
+        anonymizer.counterfactual_model(torch.zeros(1, 1, 64, 64))
 
 
 def test_explain_returns_k_anonymized_cases(anonymizer, image):

@@ -5,8 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from monai_anon_app.networks import DisentanglementModel, DisentanglerConfig, Features, IdentityVAE
-from monai_anon_app.training.losses import normalised_mse, supervised_contrastive, swap_consistency, swap_targets
+from monai_anon_app.networks import DisentanglementModel, DisentanglerConfig, Features, IdentityVAE, PoseHead
+from monai_anon_app.training.disentangler import leakage_loss
+from monai_anon_app.training.finding_judge import FindingJudgeConfig, freeze, make_finding_judge
+from monai_anon_app.training.losses import (
+    mask_loss,
+    normalised_mse,
+    supervised_contrastive,
+    swap_consistency,
+    swap_targets,
+    weighted_l1,
+)
 
 
 @pytest.mark.parametrize("size", [64, 128])
@@ -18,8 +27,9 @@ def test_encoder_generator_shapes_2d(size):
     assert f.medical.shape == (2, cfg.medical_dim)
     assert f.identity.shape == (2, cfg.identity_dim) == (2, cfg.identity_channels * cfg.latent_size**2)
     assert f.other.shape == (2, cfg.other_dim)
-    out, residual = m.generator(f, return_residual=True)
-    assert out.shape == residual.shape == x.shape
+    drawn = m.generator.render(f)
+    assert drawn.image.shape == drawn.finding.shape == drawn.mask.shape == x.shape
+    assert float(drawn.mask.min()) >= 0 and float(drawn.mask.max()) <= 1
     assert m.identity_embedding(f.identity).shape == (2, cfg.identity_embedding_dim)
     assert m.medical_head(f.medical).shape == (2, 3)
 
@@ -30,6 +40,110 @@ def test_spatial_dims_is_a_parameter():
     m = DisentanglementModel(cfg, n_classes=2, n_patients=3)
     x = torch.rand(1, 1, 16, 16, 16)
     assert m.generator(m.encoder(x)).shape == x.shape
+
+
+def _model(seed: int = 0) -> tuple[DisentanglementModel, DisentanglerConfig]:
+    torch.manual_seed(seed)
+    cfg = DisentanglerConfig(image_size=64, channels=(8, 8), decoder_channels=(8, 8))
+    return DisentanglementModel(cfg, n_classes=3, n_patients=4).eval(), cfg
+
+
+def _with_mask(f: Features, cfg: DisentanglerConfig, cells: list[tuple[int, int]]) -> Features:
+    mask = torch.zeros(f.medical.shape[0], cfg.finding_mask_size, cfg.finding_mask_size)
+    for r, c in cells:
+        mask[:, r, c] = 1.0
+    appearance = torch.ones(f.medical.shape[0], cfg.appearance_dim)
+    return f.replace(medical=torch.cat([mask.flatten(1), appearance], 1))
+
+
+def test_the_finding_is_drawn_only_where_the_mask_is():
+    """Swapping the medical vector changes the image only around the mask's cells (in the canonical frame,
+    which at zero pose is the image frame), and an empty mask draws no finding at all."""
+    m, cfg = _model()
+    with torch.no_grad():
+        f = m.encoder(torch.rand(2, 1, 64, 64))
+        f = f.replace(other=torch.zeros_like(f.other))  # zero pose: canonical frame = image frame
+        empty = m.generator.render(_with_mask(f, cfg, []))
+        nodule = m.generator.render(_with_mask(f, cfg, [(5, 9)]))
+    assert float(empty.finding.abs().max()) == 0
+    change = (nodule.image - empty.image).abs()[:, 0]
+    cell = 64 // cfg.finding_mask_size
+    near = torch.zeros(64, 64, dtype=torch.bool)
+    near[(5 - 1) * cell: (5 + 2) * cell, (9 - 1) * cell: (9 + 2) * cell] = True
+    assert float(change[:, near].sum()) > 0
+    assert float(change[:, ~near].max()) < 1e-6
+
+
+def test_an_identity_swap_keeps_the_finding_layer_in_place():
+    """The finding layer of an identity swap lies where the source's mask is, gated by the new lungs."""
+    m, cfg = _model(1)
+    with torch.no_grad():
+        f = m.encoder(torch.rand(2, 1, 64, 64))
+        f = _with_mask(f.replace(other=torch.zeros_like(f.other)), cfg, [(8, 4)])
+        own = m.generator.render(f).mask
+        swapped = m.generator.render(f.replace(identity=f.identity.flip(0))).mask
+    assert torch.equal(own > 0, swapped > 0)
+
+
+def test_the_pose_is_rigid_with_bounded_isotropic_scale():
+    """No shear and no anisotropic scale: body shape cannot ride in the other vector."""
+    cfg = DisentanglerConfig(other_dim=8)
+    head = PoseHead(cfg)
+    torch.nn.init.normal_(head.linear.weight, std=5.0)
+    theta = head(torch.randn(64, 8))
+    a = theta[..., :2]
+    gram = a @ a.transpose(1, 2)
+    scale2 = gram[:, 0, 0]
+    torch.testing.assert_close(gram, scale2[:, None, None] * torch.eye(2).expand(64, 2, 2), atol=1e-5, rtol=1e-5)
+    assert float(scale2.sqrt().max()) <= float(torch.exp(torch.tensor(head.max_log_scale))) + 1e-6
+    assert float(theta[..., 2].abs().max()) <= head.max_shift + 1e-6
+    assert torch.allclose(PoseHead(cfg)(torch.randn(3, 8)), torch.eye(2, 3).expand(3, 2, 3))
+
+
+def test_leakage_loss_fits_the_adversary_and_pushes_features_towards_uniform():
+    """The adversary's weights descend its fitting loss; the features' gradient makes its prediction less
+    sure (the encoder hides the finding instead of inverting it)."""
+    torch.manual_seed(0)
+    adversary = torch.nn.Linear(4, 3)
+    y = torch.tensor([0, 1, 2, 0])
+    features = (torch.nn.functional.one_hot(y, 3).float() @ torch.randn(3, 4) * 3).requires_grad_(True)
+    loss = leakage_loss(adversary, features, y)
+    loss.backward()
+    fit_before = torch.nn.functional.cross_entropy(adversary(features.detach()), y)
+    with torch.no_grad():
+        stepped = torch.nn.Linear(4, 3)
+        stepped.weight.copy_(adversary.weight - 0.1 * adversary.weight.grad)
+        stepped.bias.copy_(adversary.bias - 0.1 * adversary.bias.grad)
+        moved = features - 0.5 * features.grad
+    assert torch.nn.functional.cross_entropy(stepped(features.detach()), y) < fit_before
+
+    def confidence(logits):
+        return logits.softmax(1).amax(1).mean()
+
+    with torch.no_grad():
+        assert confidence(adversary(moved)) < confidence(adversary(features))
+
+
+def test_a_frozen_judge_passes_gradients_to_images_not_to_itself():
+    judge = freeze(make_finding_judge(64, 3, FindingJudgeConfig(channels=(8, 8))))
+    image = torch.rand(2, 1, 64, 64, requires_grad=True)
+    torch.nn.functional.cross_entropy(judge(image), torch.tensor([1, 2])).backward()
+    assert image.grad is not None and float(image.grad.abs().sum()) > 0
+    assert all(p.grad is None and not p.requires_grad for p in judge.parameters())
+    assert not judge.training
+
+
+def test_mask_loss_and_focus_weighting():
+    truth = torch.zeros(2, 1, 16, 16)
+    truth[:, :, 4:8, 4:8] = 1
+    assert mask_loss(truth, truth) < mask_loss(torch.zeros_like(truth), truth) - 0.5
+    assert mask_loss(truth.roll(6, -1), truth) > mask_loss(truth, truth) + 0.5
+    # an error inside the focus region weighs more than the same error outside it
+    target = torch.zeros(1, 1, 16, 16)
+    inside, outside = target.clone(), target.clone()
+    inside[..., 5, 5], outside[..., 12, 12] = 1.0, 1.0
+    focus = 1 + 10 * truth[:1]
+    assert weighted_l1(inside, target, focus) > 5 * weighted_l1(outside, target, focus)
 
 
 def test_bad_image_size_is_refused():
@@ -69,6 +183,9 @@ def test_identity_vae_samples_have_identity_shape_and_are_seeded():
     a = vae.sample(3, torch.Generator().manual_seed(1))
     b = vae.sample(3, torch.Generator().manual_seed(1))
     assert a.shape == (3, 12) and torch.equal(a, b)
+    _, radius = vae.sample_with_typicality(2000, torch.Generator().manual_seed(1), temperature=2.0)
+    # the radius is the latent's distance from the centre in units of the sampling Gaussian
+    assert abs(float(radius.pow(2).mean()) - 4.0 * 4) < 0.6
 
 
 def test_identity_vae_samples_from_the_gaussian_fitted_to_encoded_identities():

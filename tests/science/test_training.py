@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from monai_anon_app.data.datasets import load_folder
 from monai_anon_app.data.phantoms import Cohort
 from monai_anon_app.data.writer import write_cohort
-from monai_anon_app.evaluation.run import TARGETS, EvalConfig, evaluate
+from monai_anon_app.evaluation.report import CARD_END, CARD_START, targets_table, update_model_card
+from monai_anon_app.evaluation.run import TARGETS, EvalConfig, code_checksum, evaluate
 from monai_anon_app.inference import Anonymizer
 from monai_anon_app.inference.model_dir import MODEL_FILES
 from monai_anon_app.training.config import load_config
@@ -61,6 +65,38 @@ def test_train_on_a_folder_with_labels(tmp_path):
     assert Anonymizer.load(out).bank.medical.shape[0] > 0
 
 
+def test_masks_supervise_training_when_the_data_has_them(tmp_path):
+    """Phantom cohorts carry their oracle masks; with ``use_masks`` the mask loss is trained, without it
+    (as for an institution's images without masks) the trainer runs on sparsity and classification only."""
+    with_masks = DisentanglerTrainer(load_config(TINY_CONFIG), load_training_data(load_config(TINY_CONFIG)),
+                                     tmp_path / "a")
+    assert with_masks.masks is not None and float(with_masks.masks.amax()) > 0.5
+    assert "mask" in with_masks.train_step()
+    cfg = load_config(TINY_CONFIG, use_masks=False)
+    without = DisentanglerTrainer(cfg, load_training_data(cfg), tmp_path / "b")
+    assert without.masks is None
+    losses = without.train_step()
+    assert "mask" not in losses and "sparse" in losses
+
+
+def test_a_mask_column_in_labels_csv_is_read(tmp_path):
+    cohort = Cohort(2, 2, seed=13)
+    write_cohort(tmp_path, cohort, 64, "png", progress=False)
+    labels = (tmp_path / "labels.csv").read_text().splitlines()
+    rows = [labels[0] + ",mask"]
+    for line, case in zip(labels[1:], cohort):
+        name = ""
+        if case.finding.kind != "normal":
+            name = f"mask_{case.patient_index}_{case.visit}.png"
+            Image.fromarray((case.mask(64) * 255).astype(np.uint8)).save(tmp_path / name)
+        rows.append(f"{line},{name}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    data = load_folder(tmp_path, 64)
+    assert data.masks is not None and data.masks.shape == data.images.shape
+    for mask, case in zip(data.masks, cohort):
+        np.testing.assert_allclose(mask, case.mask(64), atol=1 / 255 + 1e-6)
+
+
 def test_training_rejects_findings_outside_the_classes(tmp_path):
     write_cohort(tmp_path / "data", Cohort(4, 2, seed=12), 64, "png", progress=False)
     cfg = load_config(TINY_CONFIG, data=str(tmp_path / "data"), classes=["normal", "nodule"])
@@ -72,11 +108,19 @@ def test_evaluate_writes_metrics_report_and_figures(tiny_model, tmp_path):
     cfg = EvalConfig.from_dict({
         "test_patients": 4, "test_images_per_patient": 4, "attacker_patients": 6, "attacker_images_per_patient": 3,
         "a1_fit_visits": 2, "figure_rows": 2, "figure_seeds": 2,
-        "utility": {"steps": 3}, "a1": {"steps": 3}, "a2": {"steps": 3}})
+        "explain_images": 2, "utility": {"steps": 3}, "a1": {"steps": 3}, "a2": {"steps": 3}, "a3": {"steps": 3},
+        "localiser": {"steps": 3}})
     metrics = evaluate(tiny_model, tmp_path, cfg, progress=False)
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["model_checksum"] == metrics["model_checksum"]
+    assert saved["model_checksum"] == metrics["model_checksum"] == Anonymizer.load(tiny_model).checksum
+    assert saved["evaluation_code_checksum"] == code_checksum()
     assert [t["metric"] for t in saved["targets"]] == [t[0] for t in TARGETS]
+    # every counterfactual and anonymization target has its oracle ceiling beside it
+    ceilings = {t["metric"]: t["ceiling"] for t in saved["targets"]}
+    assert all(ceilings[m] is not None for m in ceilings if m.startswith(("counterfactuals", "anonymized.a2")))
+    # the oracle counterfactual changes only the finding: nearly all of its change is in the region
+    assert saved["ceilings"]["oracle_counterfactuals"]["change_inside_region"] > 0.9
+    assert saved["explain"]["cases"] == 2 * 3
     for section in ("originals", "reconstructions", "anonymized"):
         assert 0 <= saved[section]["utility_accuracy"] <= 1 and 0 <= saved[section]["a2_auc"] <= 1
     assert 0 <= saved["counterfactuals"]["change_inside_region"] <= 1
@@ -84,3 +128,18 @@ def test_evaluate_writes_metrics_report_and_figures(tiny_model, tmp_path):
     assert (tmp_path / "examples.png").stat().st_size > 10_000
     # a 3-step judge cannot be valid, so no privacy target may be claimed as met
     assert not any(t["met"] for t in saved["targets"] if not t["metric"].startswith(("judges", "reconstruction")))
+
+
+def test_the_model_card_table_is_generated_from_metrics(tmp_path):
+    metrics = {"model_checksum": "a" * 64, "evaluation_code_checksum": "b" * 64, "targets": [
+        {"metric": "anonymized.a2_auc", "value": 0.51, "target": "<= 0.6", "met": True, "ceiling": 0.5},
+        {"metric": "counterfactuals.validity", "value": 0.7, "target": ">= 0.85", "met": False, "ceiling": 0.99}]}
+    card = tmp_path / "README.md"
+    card.write_text(f"# card\n\n{CARD_START}\nstale figures\n{CARD_END}\n\nmore text\n")
+    update_model_card(card, metrics)
+    text = card.read_text()
+    assert targets_table(metrics) in text and "stale figures" not in text and text.endswith("more text\n")
+    assert "| `counterfactuals.validity` | 0.700 | >= 0.85 | 0.990 | **no** |" in text
+    (tmp_path / "bare.md").write_text("# no table\n")
+    with pytest.raises(ValueError, match="no generated metrics table"):
+        update_model_card(tmp_path / "bare.md", metrics)

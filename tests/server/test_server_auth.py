@@ -85,6 +85,41 @@ def test_unauthenticated_and_bad_tokens_get_401(auth_server, issuer):
             assert r.headers.get("www-authenticate", "").lower().startswith("bearer")
 
 
+# Every route of MONAI Label's datastore router (0.8.5), the deprecated ones included: originals (pixels and
+# headers), their info, labels and the whole dataset must never be served or changed without a valid token.
+DATASTORE_ROUTES = (
+    ("GET", "/datastore/?output=all"), ("PUT", "/datastore/"), ("DELETE", "/datastore/?id=x"),
+    ("PUT", "/datastore/image"), ("DELETE", "/datastore/image?id=x"), ("HEAD", "/datastore/image?image=x"),
+    ("GET", "/datastore/image?image=x"), ("GET", "/datastore/image/info?image=x"),
+    ("PUT", "/datastore/image/info?image=x"), ("PUT", "/datastore/label?image=x&tag=final"),
+    ("DELETE", "/datastore/label?id=x&tag=final"), ("HEAD", "/datastore/label?image=x&tag=final"),
+    ("GET", "/datastore/label?label=x&tag=final"), ("GET", "/datastore/label/info?label=x&tag=final"),
+    ("PUT", "/datastore/label/info?label=x&tag=final"), ("PUT", "/datastore/updatelabelinfo?label=x&tag=final"),
+    ("GET", "/datastore/dataset"),
+)
+
+
+def test_every_datastore_route_needs_a_valid_token(auth_server, issuer):
+    token = issuer.token()
+    image = sorted(auth_server.get("/datastore/?output=all", headers=_bearer(token)).json()["objects"])[0]
+    schema = auth_server.get("/openapi.json", headers=_bearer(token))
+    assert schema.status_code == 200, schema.text
+    listed = {(method.upper(), path) for path, ops in schema.json()["paths"].items() if path.startswith("/datastore")
+              for method in ops}
+    covered = {(method, path.split("?")[0]) for method, path in DATASTORE_ROUTES}
+    assert listed <= covered, f"datastore routes without an auth check in this test: {sorted(listed - covered)}"
+    for method, path in DATASTORE_ROUTES:
+        path = path.replace("=x", f"={image}")
+        for headers in ({}, _bearer("not-a-token"), _bearer(issuer.token(lifetime_s=-60))):
+            r = auth_server.request(method, path, headers=headers)
+            assert r.status_code == 401, (method, path, headers, r.status_code, r.text[:200])
+            assert r.headers.get("www-authenticate", "").lower().startswith("bearer")
+    # with a valid token the original comes back: the token is all that stood in the way
+    original = auth_server.get(f"/datastore/image?image={image}", headers=_bearer(token))
+    assert original.status_code == 200 and original.content[128:132] == b"DICM"
+    assert auth_server.get(f"/datastore/image/info?image={image}", headers=_bearer(token)).status_code == 200
+
+
 def test_valid_token_works_and_roles_are_checked(auth_server, issuer):
     token = issuer.token()
     info = auth_server.get("/info/", headers=_bearer(token))

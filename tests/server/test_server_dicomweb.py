@@ -4,18 +4,25 @@ started here on loopback only, non-default ports, storage in tmp, with a config 
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
+import socket
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pydicom
 import pytest
 import requests
-from server_testlib import DICOMWEB_PLUGIN, ORTHANC, Orthanc, identity_seed, nifti_pixels, start_server
+from peers import require_orthanc, require_peer
+from server_testlib import Orthanc, identity_seed, nifti_pixels, start_server
 
-pytestmark = pytest.mark.skipif(not Path(ORTHANC).exists() or not DICOMWEB_PLUGIN.exists(),
-                                reason="Orthanc with the DICOMweb plugin is not installed")
+
+@pytest.fixture(scope="module", autouse=True)
+def orthanc_installed() -> None:
+    """Orthanc and its DICOMweb plugin (a skip locally, a failure under CI)."""
+    require_orthanc()
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +48,28 @@ def series(study_template) -> dict[str, Path]:
             for p in sorted(Path(study_template, "images").glob("*.dcm"))}
 
 
+def _this_machines_address() -> str | None:
+    """An IPv4 address of this machine that is not a loopback address."""
+    for addresses in psutil.net_if_addrs().values():
+        for a in addresses:
+            if a.family == socket.AF_INET and not ipaddress.ip_address(a.address).is_loopback:
+                return a.address
+    return None
+
+
 def test_orthanc_is_loopback_only(orthanc):
-    config = json.loads((orthanc.folder / "orthanc.json").read_text())
-    assert config["RemoteAccessAllowed"] is False and config["DicomServerEnabled"] is False
-    assert config["HttpPort"] != 8042 and config["DicomPort"] != 4242
+    system = requests.get(orthanc.url + "/system", timeout=30).json()  # what the running Orthanc says
+    assert system["HttpPort"] == orthanc.http_port != 8042 and system["DicomPort"] != 4242
+    with socket.socket() as s, pytest.raises(ConnectionRefusedError):  # no DICOM listener
+        s.settimeout(10)
+        s.connect(("127.0.0.1", system["DicomPort"]))
+    address = _this_machines_address()
+    require_peer(address is not None, "a non-loopback network address on this machine", "a network interface")
+    try:  # Orthanc listens on every interface: from anywhere but loopback it must refuse
+        status = requests.get(f"http://{address}:{orthanc.http_port}/system", timeout=30).status_code
+    except requests.ConnectionError:
+        status = None
+    assert status in (None, 401, 403), f"Orthanc answered {status} on {address}"
 
 
 def test_datastore_lists_the_pacs_series(dw_server, series):

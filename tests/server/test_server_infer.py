@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from peers import require_module
 from server_testlib import dicom_variant, identity_seed, nifti_pixels, oblique_affine, wait_until
 
 TASKS = ("anonymize", "counterfactual", "explain", "export")
@@ -179,7 +180,7 @@ def test_round_trip_geometry_and_intensity_voxel_by_voxel(server, reference, dic
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # ITK's SWIG bindings
 def test_itk_reads_the_result_in_the_input_geometry_and_units(server, dicom_inputs):
     """3D Slicer loads DICOM and NIfTI through ITK: the result must overlay the original exactly there."""
-    itk = pytest.importorskip("itk")
+    itk = require_module("itk", "pip install -e .[test]")
     for case, source in dicom_inputs.items():
         r = server.post("/infer/anonymize?output=image", data={"params": json.dumps({"seed": 2})},
                         files={"file": (source.name, source.read_bytes())})

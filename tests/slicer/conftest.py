@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
+from openid_issuer import OpenIDIssuer
 
 REPO = Path(__file__).resolve().parents[2]
 EXTENSION = REPO / "slicer_extension"
@@ -195,8 +196,8 @@ class Server:
 
 
 def _serve(work: Path, studies: Path, model: Path, scheme: str, extra: list[str],
-           verify: bool | str = True) -> Iterator[Server]:
-    """Start ``monai-anon serve`` on loopback, wait for ``/info/``, yield it, stop it."""
+           verify: bool | str = True, ready_status: int = 200) -> Iterator[Server]:
+    """Start ``monai-anon serve`` on loopback, wait until ``/info/`` answers ``ready_status``, yield it, stop it."""
     port = free_port()
     log = work / "server.log"
     env = {**os.environ, "MONAI_ANON_MODELS": str(model.parent), "PYTHONUNBUFFERED": "1"}
@@ -212,7 +213,7 @@ def _serve(work: Path, studies: Path, model: Path, scheme: str, extra: list[str]
             if process.poll() is not None:
                 pytest.fail(f"monai-anon serve ({scheme}) exited with {process.returncode}:\n{srv.log_tail()}")
             with contextlib.suppress(requests.RequestException):
-                if requests.get(srv.url + "/info/", timeout=5, verify=verify).status_code == 200:
+                if requests.get(srv.url + "/info/", timeout=5, verify=verify).status_code == ready_status:
                     break
             if time.monotonic() > deadline:
                 pytest.fail(f"monai-anon serve ({scheme}) did not answer /info/ within 240 s:\n{srv.log_tail()}")
@@ -333,3 +334,20 @@ def https_server(tmp_path_factory: pytest.TempPathFactory, phantoms: dict[str, P
     """The real app again, serving HTTPS with a certificate from the throwaway CA."""
     yield from _serve(tmp_path_factory.mktemp("serve-https"), phantoms["dicom"], tiny_model, "https",
                       ["--ssl-certfile", str(tls.cert), "--ssl-keyfile", str(tls.key)], verify=str(tls.ca))
+
+
+# -- token auth -----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def issuer() -> Iterator[Any]:
+    """A local OpenID issuer (users alice and bob, password ``secret``; bob has no MONAI Label role)."""
+    iss = OpenIDIssuer().start()
+    yield iss
+    iss.stop()
+
+
+@pytest.fixture(scope="session")
+def auth_server(tmp_path_factory: pytest.TempPathFactory, phantoms: dict[str, Path], tiny_model: Path,
+                issuer: Any) -> Iterator[Server]:
+    """The real app with token auth against ``issuer`` (``monai-anon serve --auth-realm``)."""
+    yield from _serve(tmp_path_factory.mktemp("serve-auth"), phantoms["dicom"], tiny_model, "http",
+                      ["--auth-realm", issuer.realm], ready_status=401)

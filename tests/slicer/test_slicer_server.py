@@ -55,9 +55,8 @@ def test_connection_lists_models_and_classes(logic, server, shim) -> None:
     assert "anonymize" in info.summary() and info.classes[0] in info.summary()
     assert logic.urlHistory.urls()[0] == server.url  # remembered in the settings after a successful check
     # the .ui's mode choices are what the server offers
-    options = raw["models"]["anonymize"].get("options", {})
-    if "mode" in options:
-        assert options["mode"]["choices"] == ["full", "residual"]
+    options = raw["models"]["anonymize"]["options"]
+    assert options["mode"]["choices"] == ["full", "residual"], options
 
 
 def test_anonymize_dicom_phantom(connected, server) -> None:

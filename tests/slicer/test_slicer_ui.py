@@ -8,9 +8,9 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
-import pytest
 from CaseAnonymizerLib.parameters import BINDINGS, NODE, PARAMETERS, PROPERTY_KINDS, signal_for
 from conftest import MODULE_DIR, UI_FILE
+from peers import require_module
 
 MODULE_FILE = MODULE_DIR / "CaseAnonymizer.py"
 
@@ -86,7 +86,7 @@ def test_mode_choices_in_the_ui_are_the_contracts() -> None:
 
 def test_ui_loads_offscreen_with_qt() -> None:
     """Load the .ui with PySide6's QUiLoader (Slicer's custom widgets fall back to their Qt base class)."""
-    pytest.importorskip("PySide6.QtUiTools")
+    require_module("PySide6.QtUiTools", "pip install -e .[test] (PySide6-Essentials)")
     script = f"""
 import sys
 from PySide6.QtCore import QFile

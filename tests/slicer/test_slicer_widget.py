@@ -197,3 +197,26 @@ def test_connect_anonymize_explain_export_reset(widget, server, tmp_path) -> Non
     ui.resetButton.click()
     assert widget.logic.outputNodes() == [] and ui.resultLabel.text == ""
     assert len(fake_widgets.QMessageBox.asked) == 1  # asked once for this server in this session
+
+
+def test_a_secured_server_asks_for_a_login_and_again_after_a_wrong_password(widget, auth_server, monkeypatch) -> None:
+    from CaseAnonymizerLib import TokenStore
+
+    TokenStore.forget_all()
+    ui = widget.ui
+    answers = [("alice", "wrong"), ("alice", "secret")]
+    asked: list[tuple[str, str]] = []
+    monkeypatch.setattr(widget, "askCredentials", lambda: asked.append(answers[len(asked)]) or asked[-1])
+    ui.serverUrlComboBox.setCurrentText(auth_server.url)
+    ui.connectButton.click()
+    run_to_end(widget)  # 401 → asked → wrong password → asked again → logged in
+    assert asked == answers
+    assert ui.serverStatusLabel.text.startswith(f"Logged in to {auth_server.url} as alice.")
+    assert "anonymize" in ui.serverStatusLabel.text and widget.logic.loggedInAs() == "alice"
+    assert ui.statusLabel.text == "Done."
+    # a cancelled login says so and sends nothing
+    monkeypatch.setattr(widget, "askCredentials", lambda: None)
+    ui.loginButton.click()
+    assert widget.operation is None and ui.statusLabel.text == "Not logged in."
+    assert widget.logic.loggedInAs() == "alice"  # the earlier login stays
+    TokenStore.forget_all()

@@ -11,6 +11,7 @@ from .errors import (
     ConsentRequiredError,
     ImageRefusedError,
     InputError,
+    LoginRequiredError,
     ModelNotFoundError,
     NotAServerError,
     ServerFailedError,
@@ -31,6 +32,7 @@ from .helpers import (
     summarize,
 )
 from .jobs import Job, Progress
+from .login import Token, TokenStore
 from .parameters import BINDINGS, DEID_OPTIONS, PARAMETERS, Binding, Parameters
 from .settings import ConsentStore, UrlHistory
 from .views import COMPARE_LAYOUT_ID, EXPLAIN_LAYOUT_ID, VIEW_GROUP, VIEWS, layout_xml
@@ -54,6 +56,7 @@ __all__ = [
     "InferResponse",
     "InputError",
     "Job",
+    "LoginRequiredError",
     "ModelInfo",
     "ModelNotFoundError",
     "NotAServerError",
@@ -66,6 +69,8 @@ __all__ = [
     "ServerTimeoutError",
     "ServerUnreachableError",
     "ServerUrlError",
+    "Token",
+    "TokenStore",
     "Upload",
     "UrlHistory",
     "describe",

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
-import ipaddress
 import json
 import threading
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
@@ -23,14 +21,16 @@ from .errors import (
     CancelledError,
     CertificateError,
     ImageRefusedError,
+    LoginRequiredError,
     ModelNotFoundError,
     NotAServerError,
     ServerFailedError,
     ServerResponseError,
     ServerTimeoutError,
     ServerUnreachableError,
-    ServerUrlError,
 )
+from .login import Token, token_from_answer
+from .urls import is_loopback, normalize_server_url, server_key
 
 __all__ = [
     "CONNECT_TIMEOUT",
@@ -53,58 +53,6 @@ _CHUNK = 64 * 1024
 
 #: ``progress(stage_text, fraction or None)``; called from the worker thread.
 ProgressCallback = Callable[[str, "float | None"], None]
-
-
-def normalize_server_url(text: str) -> str:
-    """A canonical ``scheme://host[:port][/path]`` from what the user typed (``http://`` when no scheme).
-
-    Raises :class:`ServerUrlError` for anything that cannot be a server address.
-    """
-    raw = (text or "").strip()
-    if not raw:
-        raise ServerUrlError("Enter the server address, for example http://127.0.0.1:8000.")
-    if "://" not in raw:
-        raw = "http://" + raw
-    try:
-        parts = urlsplit(raw)
-        port = parts.port  # validates the port number
-    except ValueError as exc:
-        raise ServerUrlError(f"'{text.strip()}' is not a valid server address ({exc}).") from exc
-    if parts.scheme.lower() not in ("http", "https"):
-        raise ServerUrlError(f"'{text.strip()}' is not a server address: use http:// or https://.")
-    if not parts.hostname:
-        raise ServerUrlError(f"'{text.strip()}' has no host name; use for example http://127.0.0.1:8000.")
-    if parts.query or parts.fragment:
-        raise ServerUrlError(f"'{text.strip()}' should be only the server address, without '?' or '#' parts.")
-    if parts.username or parts.password:
-        raise ServerUrlError("Do not put a user name or password in the server address.")
-    host = parts.hostname.lower()
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    netloc = host if port is None else f"{host}:{port}"
-    path = parts.path.rstrip("/")
-    return urlunsplit((parts.scheme.lower(), netloc, path, "", ""))
-
-
-def server_key(url: str) -> str:
-    """The identity of a server for consent: scheme, host and effective port (``https://host:443``)."""
-    parts = urlsplit(normalize_server_url(url))
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{parts.scheme}://{host}:{port}"
-
-
-def is_loopback(url: str) -> bool:
-    """True when the server runs on this computer (images then never cross a network)."""
-    host = urlsplit(normalize_server_url(url)).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass
@@ -253,7 +201,8 @@ def _detail(body: bytes) -> str:
 
 
 class ServerClient:
-    """Talks to one server. ``verify`` is True (system CAs), or the path of a CA bundle for private CAs.
+    """Talks to one server. ``verify`` is True (system CAs), or the path of a CA bundle for private CAs;
+    ``token`` an access token from :meth:`login` for servers with token auth (sent as a Bearer token).
 
     ``read_timeout`` bounds the wait for each answer (inference runs while the client waits).
     ``cancel`` events passed to the calls stop uploads/downloads between chunks; a request already
@@ -261,7 +210,8 @@ class ServerClient:
     """
 
     def __init__(self, url: str, *, read_timeout: float = 120.0, connect_timeout: float = CONNECT_TIMEOUT,
-                 verify: bool | str = True, session: requests.Session | None = None) -> None:
+                 verify: bool | str = True, session: requests.Session | None = None,
+                 token: Token | None = None) -> None:
         self.url = normalize_server_url(url)
         self.read_timeout = float(read_timeout)
         self.connect_timeout = float(connect_timeout)
@@ -269,6 +219,9 @@ class ServerClient:
         self.session = session or requests.Session()
         self.session.headers.setdefault("User-Agent", "SlicerCaseAnonymizer/0.1")
         self.session.trust_env = False  # a proxy from the environment must not see patient images silently
+        self.token = token
+        if token is not None:
+            self.session.headers["Authorization"] = f"Bearer {token.access_token}"
 
     # -- plumbing ---------------------------------------------------------------------------------
     def close(self) -> None:
@@ -327,7 +280,14 @@ class ServerClient:
                     415: "The server cannot read the image",
                     404: "The server could not find what was asked for"}.get(status, "The server refused the image")
             raise ImageRefusedError(f"{what}: {reason or 'no reason given'}.", status, detail, details)
-        if status in (401, 403):
+        if status == 401:
+            if self.token is not None:
+                sentence = (f"The server at {self.url} no longer accepts the login of {self.token.username} (it may "
+                            f"have expired); log in again.")
+            else:
+                sentence = f"The server at {self.url} requires a login; log in with your user name and password."
+            raise LoginRequiredError(sentence, status, detail, details)
+        if status == 403:
             raise ServerResponseError(
                 f"The server refused access (HTTP {status}){': ' + reason if reason else ''}.", status, detail,
                 details)
@@ -339,6 +299,37 @@ class ServerClient:
                                   status, detail, details)
 
     # -- API ----------------------------------------------------------------------------------------
+    def auth_enabled(self) -> bool:
+        """``GET /auth/``: whether the server asks for a login (MONAI Label's token auth)."""
+        response = self._request("GET", "/auth/")
+        if response.status_code == 404:  # not a MONAI Label server, or one without its auth router
+            return False
+        self._raise_for_status(response)
+        try:
+            return bool(response.json().get("enabled"))
+        except (ValueError, AttributeError):
+            return False
+
+    def login(self, username: str, password: str) -> Token | None:
+        """``POST /auth/token``: exchange a user name and password for an access token (None when the server
+        has no login). The password is sent once and not kept; the client uses the token from then on."""
+        if not username or not password:
+            raise LoginRequiredError("Enter your user name and password to log in.", 401)
+        response = self._request("POST", "/auth/token", data={"username": username, "password": password,
+                                                              "grant_type": "password"})
+        if response.status_code == 401:
+            raise LoginRequiredError(f"The server at {self.url} did not accept the user name or password.", 401,
+                                     _detail(response.content), response.text[:2000])
+        self._raise_for_status(response)
+        try:
+            token = token_from_answer(response.json(), username)
+        except (ValueError, AttributeError) as exc:
+            raise NotAServerError(f"The login answer of {self.url} could not be read.", response.text[:2000]) from exc
+        self.token = token
+        if token is not None:
+            self.session.headers["Authorization"] = f"Bearer {token.access_token}"
+        return token
+
     def info(self) -> ServerInfo:
         """``GET /info/``: the server's name, version and models."""
         response = self._request("GET", "/info/")

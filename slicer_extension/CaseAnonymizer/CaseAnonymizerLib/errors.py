@@ -15,6 +15,7 @@ __all__ = [
     "ConsentRequiredError",
     "ImageRefusedError",
     "InputError",
+    "LoginRequiredError",
     "ModelNotFoundError",
     "NotAServerError",
     "ServerFailedError",
@@ -70,6 +71,10 @@ class ModelNotFoundError(ServerResponseError):
 
 class ImageRefusedError(ServerResponseError):
     """The server refused the image or the request parameters (HTTP 400, 413, 415, 422)."""
+
+
+class LoginRequiredError(ServerResponseError):
+    """The server wants a (new) login: no token, an expired one, or a wrong user name or password (HTTP 401)."""
 
 
 class ServerFailedError(ServerResponseError):
