@@ -227,7 +227,7 @@ class FindingEncoder(nn.Module):
                          norm="instance")
         self.appearance = nn.Linear(features, cfg.appearance_dim)
         self.cells = cfg.image_size // cfg.finding_mask_size
-        self.pool = (F.avg_pool2d, F.avg_pool3d)[d - 2] if d in (2, 3) else None
+        self.pool = F.avg_pool3d if d == 3 else F.avg_pool2d
 
     def forward(self, canonical: torch.Tensor) -> torch.Tensor:
         out = self.unet(torch.cat([canonical, coordinate_channels(canonical.shape[0], canonical.shape[2:],

@@ -293,3 +293,16 @@ def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return cert_path, key_path
+
+
+def multipart_parts(response) -> tuple[dict, bytes]:
+    """The JSON ``params`` part and the data part of a multipart infer/export answer."""
+    from requests_toolbelt.multipart.decoder import MultipartDecoder
+
+    params, data = {}, b""
+    for part in MultipartDecoder.from_response(response).parts:
+        if b'name="params"' in part.headers[b"Content-Disposition"]:
+            params = json.loads(part.content)
+        else:
+            data = part.content
+    return params, data

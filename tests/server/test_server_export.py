@@ -11,21 +11,9 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from server_testlib import dicom_variant, identity_seed
+from server_testlib import dicom_variant, identity_seed, multipart_parts
 
 PARAMS = {"seed": 21, "candidates": 4, "mode": "full"}
-
-
-def _multipart(response) -> tuple[dict, bytes]:
-    from requests_toolbelt.multipart.decoder import MultipartDecoder
-
-    params, data = {}, b""
-    for part in MultipartDecoder.from_response(response).parts:
-        if b'name="params"' in part.headers[b"Content-Disposition"]:
-            params = json.loads(part.content)
-        else:
-            data = part.content
-    return params, data
 
 
 def keyring(server):
@@ -72,7 +60,7 @@ def test_export_repeats_the_anonymize_preview_pixel_for_pixel(server, studies, r
     image = source.stem
     r = server.post(f"/infer/anonymize?image={image}", data={"params": json.dumps(PARAMS)})
     assert r.status_code == 200, r.text
-    info, nifti = _multipart(r)
+    info, nifti = multipart_parts(r)
     expected_seed = identity_seed(server, source, PARAMS["seed"])
     assert info["seed"] == PARAMS["seed"] and info["identity_seed"] == expected_seed != PARAMS["seed"]
     assert info["candidates"] == 4 and info["mode"] == "full" and info["input"]["format"] == "dicom"
@@ -93,7 +81,7 @@ def test_export_repeats_the_anonymize_preview_pixel_for_pixel(server, studies, r
 
     e = server.post(f"/infer/export?image={image}&output=all", data={"params": json.dumps(PARAMS)})
     assert e.status_code == 200, e.text
-    details, archive = _multipart(e)
+    details, archive = multipart_parts(e)
     assert details["seed"] == PARAMS["seed"] and details["candidates"] == 4 and details["mode"] == "full"
     (ds,) = exported_images(archive).values()
     assert_same_image(pixels_of(ds), preview, source)
@@ -140,7 +128,7 @@ def test_a_series_goes_in_one_request_with_its_uids_kept_together(server, series
     r = server.post("/infer/export?output=all", data={"params": json.dumps(PARAMS)},
                     files={"file": ("series.zip", content, "application/zip")})
     assert r.status_code == 200, r.text
-    details, archive = _multipart(r)
+    details, archive = multipart_parts(r)
     summary = details["summary"]
     assert summary["done"] == 3 and not summary["refused"] and not summary["failed"]
     assert summary["skipped"] == [{"file": "README.txt", "reason": "not a DICOM file"}]

@@ -13,23 +13,11 @@ import numpy as np
 import pydicom
 import pytest
 from phi_fixture import PHI_DATES, PHI_TOKENS, build_phi_radiograph
-from server_testlib import oblique_affine, smooth_image
+from server_testlib import multipart_parts, oblique_affine, smooth_image
 
 FREE_TEXT = {"descrip": b"Patient John Doe CANARYDESC", "aux_file": b"CANARYAUXFILE", "intent_name": b"CANARYINTNT",
              "db_name": b"CANARYDBNAME"}
 EXTENSION = b"CANARYEXTENSION Patient John Doe, MRN 1234"
-
-
-def _multipart(response) -> tuple[dict, bytes]:
-    from requests_toolbelt.multipart.decoder import MultipartDecoder
-
-    params, data = {}, b""
-    for part in MultipartDecoder.from_response(response).parts:
-        if b'name="params"' in part.headers[b"Content-Disposition"]:
-            params = json.loads(part.content)
-        else:
-            data = part.content
-    return params, data
 
 
 @pytest.fixture
@@ -85,7 +73,7 @@ def test_the_phi_fixture_through_the_export_task(server, phi_zip, mode, clean):
     r = server.post("/infer/export?output=all", data={"params": json.dumps({"seed": 4, "mode": mode})},
                     files={"file": ("study.zip", content, "application/zip")})
     assert r.status_code == 200, r.text
-    details, archive = _multipart(r)
+    details, archive = multipart_parts(r)
     assert details["summary"]["done"] == 2, details["summary"]
     assert _leaks(details, archive, (*PHI_TOKENS, *PHI_DATES, *uids)) == []
     with zipfile.ZipFile(io.BytesIO(archive)) as zf:
