@@ -34,10 +34,10 @@ import pydicom.data
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from monai_anon_app.dicom.batch import process_dicom  # noqa: E402
 from monai_anon_app.dicom.files import is_dicom  # noqa: E402
 from monai_anon_app.dicom.options import DeidOptions  # noqa: E402
 from monai_anon_app.dicom.pixel_change import KEPT  # noqa: E402
+from monai_anon_app.dicom.process import process_dicom  # noqa: E402
 
 
 def corpora() -> dict[str, list[Path]]:

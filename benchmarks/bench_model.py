@@ -24,11 +24,12 @@ import torch
 
 from monai_anon_app.data.datasets import from_cohort
 from monai_anon_app.data.phantoms import Cohort
-from monai_anon_app.inference import Anonymizer, resolve_model
+from monai_anon_app.inference import Anonymizer
+from monai_anon_app.modelfolder.config import TrainConfig
+from monai_anon_app.modelfolder.registry import resolve_model
 from monai_anon_app.networks import DisentanglementModel
-from monai_anon_app.training.config import TrainConfig
-from monai_anon_app.training.disentangler import DisentanglerTrainer
 from monai_anon_app.training.finding_judge import FindingJudgeConfig
+from monai_anon_app.training.trainer import DisentanglerTrainer
 
 
 def timed(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:

@@ -60,16 +60,16 @@ def free_port() -> int:
 
 
 def resolve_model(name: str | None, scratch: Path) -> tuple[Path, str]:
-    from monai_anon_app.inference.model_dir import MODEL_FILES
-    from monai_anon_app.inference.registry import resolve_model as resolve
+    from monai_anon_app.modelfolder.folder import MODEL_FILES
+    from monai_anon_app.modelfolder.registry import resolve_model as resolve
 
     model = resolve(name)
     if all((model / f).is_file() for f in MODEL_FILES):
         return model, f"{model.name} ({model})"
     if name:
         raise SystemExit(f"{model} is not a complete model folder")
-    from monai_anon_app.training.config import load_config
-    from monai_anon_app.training.run import train_model
+    from monai_anon_app.modelfolder.config import load_config
+    from monai_anon_app.training.fit import train_model
 
     out = scratch / "tiny"
     print(f"default model {model} missing: training the tiny test model into {out} …", flush=True)
@@ -78,8 +78,8 @@ def resolve_model(name: str | None, scratch: Path) -> tuple[Path, str]:
 
 
 def make_study(folder: Path, size: int) -> Path:
+    from monai_anon_app.data.cohort_writer import write_cohort
     from monai_anon_app.data.phantoms import Cohort
-    from monai_anon_app.data.writer import write_cohort
 
     write_cohort(folder, Cohort(3, 1, seed=11), size, "dicom", progress=False)
     return folder

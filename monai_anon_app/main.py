@@ -5,7 +5,7 @@ subprocess builds it again, so ``__init__`` only reads settings (no model is loa
 load the served model on first use and reload it when training publishes new weights).
 
 Start it with ``monai-anon serve`` (see ``docs/serving.md``), which also installs the non-blocking REST
-layer of :mod:`monai_anon_app.tasks.asgi`. Settings: ``--conf`` keys in :mod:`monai_anon_app.tasks.runtime`.
+layer of :mod:`monai_anon_app.server.rest`. Settings: ``--conf`` keys in :mod:`monai_anon_app.server.settings`.
 """
 
 from __future__ import annotations
@@ -13,20 +13,22 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from dicomweb_client.session_utils import create_session_from_user_pass
 from fastapi import HTTPException
 from monailabel.config import settings
+from monailabel.datastore.dicom import DICOMwebClientX
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.train import TrainTask
 
 from monai_anon_app import __version__
-from monai_anon_app.tasks.datastore import AnonDICOMWebDatastore, make_local_datastore
-from monai_anon_app.tasks.errors import RequestError
-from monai_anon_app.tasks.infer import INFER_TASKS, in_process_request
-from monai_anon_app.tasks.models import ModelStore
-from monai_anon_app.tasks.runtime import Runtime
-from monai_anon_app.tasks.train import TRAIN_TASKS
+from monai_anon_app.server.datastore import AnonDICOMWebDatastore, make_local_datastore
+from monai_anon_app.server.infer import INFER_TASKS, in_process_request
+from monai_anon_app.server.model_store import ModelStore
+from monai_anon_app.server.request_errors import RequestError
+from monai_anon_app.server.settings import Runtime
+from monai_anon_app.server.train import TRAIN_TASKS
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +60,6 @@ class AnonymizationApp(MONAILabelApp):
                                     labels_csv=self.runtime.labels_csv)
 
     def init_remote_datastore(self) -> Datastore:
-        from dicomweb_client.session_utils import create_session_from_user_pass
-        from monailabel.datastore.dicom import DICOMwebClientX
-
         self.studies = self.studies.rstrip("/").strip()
         user = settings.MONAI_LABEL_DATASTORE_USERNAME or settings.MONAI_LABEL_DICOMWEB_USERNAME
         password = settings.MONAI_LABEL_DATASTORE_PASSWORD or settings.MONAI_LABEL_DICOMWEB_PASSWORD
@@ -79,7 +78,7 @@ class AnonymizationApp(MONAILabelApp):
 
     def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
         """MONAI Label's in-process inference (``monai-anon serve`` answers ``/infer`` without it): requests are
-        checked and their image resolved first (:func:`~monai_anon_app.tasks.infer.in_process_request`), and
+        checked and their image resolved first (:func:`~monai_anon_app.server.infer.in_process_request`), and
         refusals become HTTP errors with their status and sentence, which MONAI Label's endpoint passes on."""
         try:
             request = in_process_request(self._infers, request, datastore or self.datastore())

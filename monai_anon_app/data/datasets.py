@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import InputError, read_image
-from .phantoms import Cohort
-from .transforms import from_model, to_model
+from monai_anon_app.data.phantoms import Cohort
+from monai_anon_app.data.transforms import from_model, to_model
+from monai_anon_app.dicom.pixels import read_dicom_image
+from monai_anon_app.errors import InputError
+from monai_anon_app.imageio.images import read_image
 
 __all__ = ["ImageSet", "PatientBatchSampler", "from_cohort", "load_folder"]
 
@@ -72,12 +74,8 @@ def load_folder(folder: str | Path, size: int) -> ImageSet:
     with_masks = "mask" in rows[0]
     for row in rows:
         path = folder / row["file"]
-        if path.suffix.lower() in (".dcm", ".dicom"):
-            from ..dicom.pixels import read_dicom_image  # DICOM reading lives with the DICOM code
-
-            pixels = read_dicom_image(path).pixels
-        else:
-            pixels = read_image(path).pixels
+        reader = read_dicom_image if path.suffix.lower() in (".dcm", ".dicom") else read_image
+        pixels = reader(path).pixels
         images.append(to_model(pixels, size).tensor[0].numpy())
         if with_masks:
             masks.append(_read_mask(folder, row.get("mask") or "", size, pixels.shape))

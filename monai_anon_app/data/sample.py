@@ -5,7 +5,11 @@ Regenerate it with ``python -m monai_anon_app.data.sample`` (deterministic).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+
+from monai_anon_app.data.cohort_writer import write_cohort
+from monai_anon_app.data.phantoms import Cohort
 
 __all__ = ["SAMPLE_STUDY", "sample_study"]
 
@@ -21,10 +25,6 @@ def sample_study() -> Path:
 
 
 def main() -> None:
-    import shutil
-
-    from .phantoms import Cohort
-    from .writer import write_cohort
 
     shutil.rmtree(SAMPLE_STUDY, ignore_errors=True)
     c = SAMPLE_COHORT

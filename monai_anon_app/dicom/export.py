@@ -31,13 +31,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pydicom
+from dicomweb_client.api import DICOMwebClient
+from requests import RequestException
 
-from ..data.io import InputError, atomic_write
-from .batch import PixelFn, Refused, Skipped, process_dicom
-from .keys import KeyRing
-from .options import DeidOptions
-from .outputs import UniqueNames
-from .pixel_change import PixelChange
+from monai_anon_app.dicom.keys import KeyRing
+from monai_anon_app.dicom.options import DeidOptions
+from monai_anon_app.dicom.outputs import UniqueNames
+from monai_anon_app.dicom.pixel_change import PixelChange
+from monai_anon_app.dicom.process import PixelFn, process_dicom
+from monai_anon_app.errors import InputError
+from monai_anon_app.imageio.images import atomic_write
+from monai_anon_app.runner import process_files
 
 __all__ = ["ExportSummary", "StowError", "StowSummary", "export_study_zip", "stow_study"]
 
@@ -80,23 +84,13 @@ def export_study_zip(dicom_paths: list[Path], out_zip: Path, options: DeidOption
     summary = ExportSummary(str(out_zip))
     out_zip.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out_zip.parent) as tmp:
-        members: list[tuple[str, Path]] = []
         names = UniqueNames(Path(tmp), KeyRing(options.key))
-        for src in map(Path, dicom_paths):
-            try:
-                dst, _ = process_dicom(src, names.instance, options, pixel_fn, change)
-            except Skipped as exc:
-                summary.skipped.append((src.name, str(exc)))
-                continue
-            except Refused as exc:
-                summary.refused.append((src.name, str(exc)))
-                continue
-            except Exception as exc:  # one bad file must not stop the export
-                summary.failed.append((src.name, f"{exc.__class__.__name__}: {exc}" if not isinstance(
-                    exc, (InputError, ValueError)) else str(exc)))
-                continue
-            name = dst.relative_to(tmp).as_posix()
-            members.append((name, dst))
+        done = process_files([(src.name, src) for src in map(Path, dicom_paths)],
+                             lambda src: process_dicom(src, names.instance, options, pixel_fn, change)[0],
+                             desc="export", progress=False)
+        summary.refused, summary.skipped, summary.failed = done.refused, done.skipped, done.failed
+        members = [(dst.relative_to(tmp).as_posix(), dst) for _, dst in done.results]
+        for name, _ in members:
             study = name.split("/")[0]
             if study not in summary.study_uids:
                 summary.study_uids.append(study)
@@ -127,8 +121,6 @@ def _datasets(files: list[Path]):
 
 def stow_study(files: list[Path], dicomweb_url: str, session=None, *, batch_size: int = 32) -> StowSummary:
     """STOW-RS ``files`` to ``dicomweb_url`` (see the module docstring)."""
-    from dicomweb_client.api import DICOMwebClient
-    from requests import RequestException
 
     client = DICOMwebClient(url=dicomweb_url.rstrip("/"), session=session)
     summary = StowSummary(dicomweb_url)

@@ -5,12 +5,18 @@ from __future__ import annotations
 import os
 import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import pydicom
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import FileDataset
+from pydicom.filebase import DicomBytesIO, DicomFileLike
+from pydicom.filewriter import write_dataset
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from ..data.io import InputError, atomic_write
+from monai_anon_app.errors import InputError
+from monai_anon_app.imageio.images import atomic_write
 
 __all__ = ["DICOMDIR_CLASS", "is_dicom", "read_dicom", "write_dicom"]
 
@@ -103,8 +109,6 @@ _LONG_VRS = frozenset(("OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN
 
 
 def _meta_bytes(meta) -> bytes:
-    from pydicom.datadict import dictionary_VR
-
     parts = []
     for tag in sorted(meta._dict):
         if tag == 0x00020000:
@@ -125,11 +129,6 @@ def _meta_bytes(meta) -> bytes:
 
 
 def _write_part10(ds: FileDataset, path: str) -> None:
-    import zlib
-
-    from pydicom.filebase import DicomBytesIO, DicomFileLike
-    from pydicom.filewriter import write_dataset
-    from pydicom.uid import DeflatedExplicitVRLittleEndian
 
     for tag in [t for t in ds._dict if t < 0x00030000]:  # command set, stray file meta
         del ds._dict[tag]

@@ -22,6 +22,9 @@ import json
 import re
 from pathlib import Path
 
+import highdicom
+from highdicom._iods import IOD_MODULE_MAP, SOP_CLASS_UID_IOD_KEY_MAP
+from highdicom._modules import MODULE_ATTRIBUTE_MAP
 from pydicom.datadict import DicomDictionary, dictionary_VR, tag_for_keyword
 
 HERE = Path(__file__).resolve().parent
@@ -98,8 +101,6 @@ def _typed_keywords(rows: list[dict]) -> set[str]:
 
 def build_types(rows: list[dict]) -> dict:
     """``{"sop_classes": {uid: iod}, "iods": {iod: {"tag.tag...": type}}}``, strongest type per path."""
-    from highdicom._iods import IOD_MODULE_MAP, SOP_CLASS_UID_IOD_KEY_MAP
-    from highdicom._modules import MODULE_ATTRIBUTE_MAP
 
     wanted = _typed_keywords(rows)
     iods: dict[str, dict[str, str]] = {}
@@ -126,7 +127,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder holding the Annex E JSON files")
     parser.add_argument("--out", type=Path, default=HERE, help="output folder (default: this package)")
     args = parser.parse_args(argv)
-    import highdicom
 
     rows = build_rows(args.data)
     table = {"edition": ROWS_EDITION, "option_edition": OPTIONS_EDITION, "sources": SOURCES,

@@ -15,7 +15,9 @@ import re
 import secrets
 from pathlib import Path
 
-from ..data.io import InputError
+from pydicom.uid import UID_dictionary
+
+from monai_anon_app.errors import InputError
 
 __all__ = ["KeyRing", "is_well_known_uid", "load_key"]
 
@@ -29,7 +31,6 @@ def is_well_known_uid(uid: str) -> bool:
     """True for UIDs defined by the standard (SOP classes, transfer syntaxes, coding schemes ...)."""
     if uid.startswith(_DICOM_ROOT):
         return True
-    from pydicom.uid import UID_dictionary
 
     return uid in UID_dictionary
 

@@ -12,7 +12,7 @@ import io
 import os
 from pathlib import Path
 
-from .engine import DeidRecord
+from monai_anon_app.dicom.deidentifier import DeidRecord
 
 __all__ = ["COLUMNS", "append_mapping"]
 

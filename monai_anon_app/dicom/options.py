@@ -6,22 +6,40 @@ import secrets
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-__all__ = ["OPTION_COLUMNS", "DeidOptions", "SafePrivate", "new_key"]
+__all__ = ["OPTIONS", "DeidOptions", "Ps315Option", "SafePrivate", "new_key"]
 
 # (private creator, group, element offset 0x00-0xFF) of a private attribute known to hold no identity
 SafePrivate = tuple[str, int, int]
 
-# option flag -> (Table E.1-1 column, CID 7050 keyword in ``codes.cid7050``)
-OPTION_COLUMNS: dict[str, tuple[str, str]] = {
-    "retain_full_dates": ("rtnLongFullDatesOpt", "RetainLongitudinalTemporalInformationFullDatesOption"),
-    "retain_modified_dates": ("rtnLongModifDatesOpt",
-                              "RetainLongitudinalTemporalInformationModifiedDatesOption"),
-    "retain_patient_characteristics": ("rtnPatCharsOpt", "RetainPatientCharacteristicsOption"),
-    "retain_device_identity": ("rtnDevIdOpt", "RetainDeviceIdentityOption"),
-    "retain_institution_identity": ("rtnInstIdOpt", "RetainInstitutionIdentityOption"),
-    "clean_descriptors": ("cleanDescOpt", "CleanDescriptorsOption"),
-    "retain_uids": ("rtnUIDsOpt", "RetainUidsOption"),
-    "retain_safe_private": ("rtnSafePrivOpt", "RetainSafePrivateOption"),
+@dataclass(frozen=True)
+class Ps315Option:
+    """One PS3.15 E.3 option: its Table E.1-1 column, its CID 7050 keyword and what it keeps."""
+
+    column: str
+    keyword: str
+    help: str
+
+
+#: every option a user can switch on, in table order; command-line flags and REST options derive from it
+OPTIONS: dict[str, Ps315Option] = {
+    "retain_full_dates": Ps315Option(
+        "rtnLongFullDatesOpt", "RetainLongitudinalTemporalInformationFullDatesOption",
+        "keep dates and times unchanged (excludes retain modified dates)"),
+    "retain_modified_dates": Ps315Option(
+        "rtnLongModifDatesOpt", "RetainLongitudinalTemporalInformationModifiedDatesOption",
+        "keep intervals: shift every date by one keyed offset per patient"),
+    "retain_patient_characteristics": Ps315Option(
+        "rtnPatCharsOpt", "RetainPatientCharacteristicsOption", "keep sex, age, size, weight and similar"),
+    "retain_device_identity": Ps315Option(
+        "rtnDevIdOpt", "RetainDeviceIdentityOption", "keep device serial numbers, station names and similar"),
+    "retain_institution_identity": Ps315Option(
+        "rtnInstIdOpt", "RetainInstitutionIdentityOption", "keep institution name, address and department"),
+    "clean_descriptors": Ps315Option(
+        "cleanDescOpt", "CleanDescriptorsOption", "keep descriptions and comments with identifiers removed"),
+    "retain_uids": Ps315Option("rtnUIDsOpt", "RetainUidsOption", "keep original UIDs"),
+    "retain_safe_private": Ps315Option(
+        "rtnSafePrivOpt", "RetainSafePrivateOption",
+        "keep private attributes known to be safe (all others are dropped)"),
 }
 
 # Numeric acquisition parameters that vendors keep in private blocks (diffusion b-values and gradient
@@ -79,12 +97,12 @@ class DeidOptions:
     @property
     def flags(self) -> tuple[str, ...]:
         """Names of the options switched on, in table order."""
-        return tuple(name for name in OPTION_COLUMNS if getattr(self, name))
+        return tuple(name for name in OPTIONS if getattr(self, name))
 
     @property
     def columns(self) -> tuple[str, ...]:
         """Table E.1-1 option columns switched on."""
-        return tuple(OPTION_COLUMNS[name][0] for name in self.flags)
+        return tuple(OPTIONS[name].column for name in self.flags)
 
     @property
     def temporal(self) -> str:
@@ -99,7 +117,7 @@ class DeidOptions:
         out = ["BasicApplicationConfidentialityProfile"]
         if clean_pixels:
             out += ["CleanPixelDataOption", "CleanRecognizableVisualFeaturesOption"]
-        return out + [OPTION_COLUMNS[name][1] for name in self.flags]
+        return out + [OPTIONS[name].keyword for name in self.flags]
 
     def describe(self) -> str:
         """Human-readable summary (no key material)."""

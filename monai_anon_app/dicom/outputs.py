@@ -18,9 +18,10 @@ from pathlib import Path, PurePosixPath
 
 from pydicom.dataset import Dataset
 
-from ..data.io import NIFTI_SUFFIXES, InputError
-from .batch import Skipped
-from .keys import KeyRing
+from monai_anon_app.dicom.keys import KeyRing
+from monai_anon_app.errors import InputError
+from monai_anon_app.imageio.images import NIFTI_SUFFIXES
+from monai_anon_app.runner import Skipped
 
 __all__ = ["KEEP_NAMES_WARNING", "OutputLayout", "UniqueNames", "instance_path"]
 
@@ -43,7 +44,7 @@ def instance_path(ds: Dataset, keys: KeyRing) -> PurePosixPath:
 
 class UniqueNames:
     """Output paths under ``root``, each handed out once: a second input of the same instance is
-    :class:`~monai_anon_app.dicom.batch.Skipped` instead of overwriting the first."""
+    :class:`~monai_anon_app.dicom.process.Skipped` instead of overwriting the first."""
 
     def __init__(self, root: Path, keys: KeyRing) -> None:
         self.root, self.keys = Path(root), keys

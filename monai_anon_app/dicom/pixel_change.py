@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from monai_anon_app.defaults import MODES
+
 __all__ = ["KEPT", "PixelChange", "anonymized", "counterfactual", "of_command"]
 
 Kind = Literal["kept", "anonymized", "residual", "counterfactual"]
@@ -75,15 +77,15 @@ KEPT = PixelChange("kept")
 
 def anonymized(mode: str) -> PixelChange:
     """The change of an anonymization in ``mode`` (``full`` or ``residual``)."""
-    if mode not in ("full", "residual"):
-        raise ValueError(f"unknown anonymization mode {mode!r}; choose full or residual")
+    if mode not in MODES:
+        raise ValueError(f"unknown anonymization mode {mode!r}; choose one of {', '.join(MODES)}")
     return PixelChange("anonymized" if mode == "full" else "residual")
 
 
 def counterfactual(target: str | None, mode: str) -> PixelChange:
     """The change of a counterfactual towards ``target`` in ``mode`` (``full`` or ``residual``)."""
-    if mode not in ("full", "residual"):
-        raise ValueError(f"unknown counterfactual mode {mode!r}; choose full or residual")
+    if mode not in MODES:
+        raise ValueError(f"unknown counterfactual mode {mode!r}; choose one of {', '.join(MODES)}")
     return PixelChange("counterfactual", target, mode)
 
 

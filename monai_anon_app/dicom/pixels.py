@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from ..data.io import Image2D, InputError
-from .files import read_dicom
+from monai_anon_app.dicom.files import read_dicom
+from monai_anon_app.errors import InputError
+from monai_anon_app.imageio.images import Image2D
 
 __all__ = ["MODEL_MODALITIES", "image_from_dataset", "model_refusal", "read_dicom_image", "store_pixels"]
 
@@ -39,8 +40,6 @@ _STALE = (0x00280106, 0x00280107, 0x00281055, 0x00283010, 0x00281056, 0x7FE00001
 
 
 def _describe(ds: Dataset) -> str:
-    from pydicom.uid import UID
-
     sop = ds.get("SOPClassUID")
     name = UID(str(sop)).name if sop else "object without SOP class"
     return f"{ds.get('Modality', '?')} {name}"

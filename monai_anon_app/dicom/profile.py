@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydicom.datadict import DicomDictionary
 
-from .options import DeidOptions
+from monai_anon_app.dicom.options import DeidOptions
 
 __all__ = ["Plan", "ProfileTable", "Row", "compile_plan", "iod_types", "load_table", "resolve", "row_action"]
 

@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from monai.networks.nets import DenseNet
 from monai.utils import set_determinism
 
-from ..data.datasets import PatientBatchSampler
-from ..data.transforms import jitter
-from ..training.losses import supervised_contrastive
+from monai_anon_app.data.datasets import PatientBatchSampler
+from monai_anon_app.data.transforms import jitter
+from monai_anon_app.training.losses import supervised_contrastive
 
 __all__ = ["Judge", "JudgeConfig"]
 

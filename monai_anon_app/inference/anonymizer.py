@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.io import validate_pixels
-from ..data.transforms import ModelInput, to_model
-from ..errors import InputError, ModelError
-from ..networks import DisentanglementModel, Features, IdentityVAE
-from ..training.config import TrainConfig, load_config
-from ..training.identity_vae import cosine_distance, nearest_distance
-from .model_dir import MODEL_FILES, CaseBank, checksum, load_json
+from monai_anon_app.data.transforms import ModelInput, to_model
+from monai_anon_app.defaults import ANONYMIZE_MODE, CANDIDATES, COUNTERFACTUAL_MODE, MODES
+from monai_anon_app.errors import InputError, ModelError
+from monai_anon_app.imageio.images import validate_pixels
+from monai_anon_app.modelfolder.config import TrainConfig
+from monai_anon_app.modelfolder.folder import CaseBank, load_model
+from monai_anon_app.networks import DisentanglementModel, Features, IdentityVAE, cosine_distance, nearest_distance
 
 __all__ = [
     "MAX_SIDE",
@@ -43,7 +43,6 @@ __all__ = [
 ]
 
 MAX_SIDE = 8192
-MODES = ("full", "residual")
 
 
 @dataclass
@@ -116,7 +115,7 @@ class ExplainResult:
 
 
 class Anonymizer:
-    """A loaded model folder (see :mod:`monai_anon_app.inference.model_dir`)."""
+    """A loaded model folder (see :mod:`monai_anon_app.modelfolder.folder`)."""
 
     def __init__(self, model: DisentanglementModel, vae: IdentityVAE, bank: CaseBank, calibration: dict,
                  config: TrainConfig, model_checksum: str = "") -> None:
@@ -133,28 +132,8 @@ class Anonymizer:
     @classmethod
     def load(cls, model_dir: str | Path) -> Anonymizer:
         """Load a model folder; raise :class:`ModelError` naming what is missing."""
-        d = Path(model_dir)
-        if not d.is_dir():
-            raise ModelError(f"model folder {d} does not exist")
-        missing = [n for n in MODEL_FILES if not (d / n).is_file()]
-        if missing:
-            raise ModelError(f"model folder {d} lacks {', '.join(missing)}; train it with `monai-anon train`")
-        try:
-            cfg = load_config(d / "config.yaml")
-        except (ValueError, TypeError) as exc:
-            raise ModelError(f"the config.yaml in {d} does not fit this version of monai-anon ({exc}); "
-                             "retrain the model") from None
-        bank = CaseBank.load(d / "bank.pt")
-        state = torch.load(d / "model.pt", map_location="cpu", weights_only=True)
-        try:
-            model = DisentanglementModel(cfg.model, len(cfg.classes), state["identity_head.weight"].shape[0])
-            model.load_state_dict(state)
-            vae = IdentityVAE(cfg.model.identity_dim, cfg.vae_latent_dim, cfg.vae_hidden)
-            vae.load_state_dict(torch.load(d / "identity_vae.pt", map_location="cpu", weights_only=True))
-        except (RuntimeError, KeyError) as exc:
-            raise ModelError(f"the weights in {d} do not fit this version of monai-anon's networks "
-                             f"({str(exc).splitlines()[0][:120]}); retrain the model") from None
-        return cls(model, vae, bank, load_json(d / "calibration.json"), cfg, checksum(d))
+        m = load_model(model_dir)
+        return cls(m.model, m.vae, m.bank, m.calibration, m.config, m.checksum)
 
     @property
     def image_size(self) -> int:
@@ -180,7 +159,7 @@ class Anonymizer:
 
     @torch.no_grad()
     def synthetic_identity(self, seed: int, source: torch.Tensor | None = None,
-                           candidates: int = 8, rounds: int = 32) -> tuple[torch.Tensor, float, float]:
+                           candidates: int = CANDIDATES, rounds: int = 32) -> tuple[torch.Tensor, float, float]:
         """A synthetic identity vector ``(I,)`` for ``seed`` with its embedding distance to the nearest
         training patient and to ``source`` (the source's identity *embedding* ``(E,)``); candidates
         nearer than the calibrated threshold to either are rejected, and among those accepted the most
@@ -202,7 +181,8 @@ class Anonymizer:
         raise ModelError("no synthetic identity passed the novelty check; the identity generator needs retraining")
 
     @torch.no_grad()
-    def anonymize_model(self, x: torch.Tensor, seeds: list[int], candidates: int = 8) -> tuple[torch.Tensor, list]:
+    def anonymize_model(self, x: torch.Tensor, seeds: list[int],
+                        candidates: int = CANDIDATES) -> tuple[torch.Tensor, list]:
         """``(B, 1, S, S)`` -> anonymized ``(B, 1, S, S)`` (full regeneration) and per-image distances."""
         f = self.encode_model(x)
         emb = self.model.identity_embedding(f.identity)
@@ -282,8 +262,8 @@ class Anonymizer:
         mi = self._prepare(pixels)
         return mi.restore(self.decode_model(self.encode_model(mi.tensor[None]))[0])
 
-    def anonymize(self, pixels: np.ndarray, seed: int | None = None, candidates: int = 8,
-                  mode: str = "full") -> AnonymizeResult:
+    def anonymize(self, pixels: np.ndarray, seed: int | None = None, candidates: int = CANDIDATES,
+                  mode: str = ANONYMIZE_MODE) -> AnonymizeResult:
         """Replace the identity vector with a synthetic one (reproducible for a given ``seed``)."""
         mi = self._prepare(pixels)
         seed = secrets.randbelow(2**31) if seed is None else int(seed)
@@ -297,7 +277,7 @@ class Anonymizer:
                                self._prediction(after), mode, self.checksum)
 
     def counterfactual(self, pixels: np.ndarray, target: str | None = None, reference: np.ndarray | None = None,
-                       mode: str = "residual") -> CounterfactualResult:
+                       mode: str = COUNTERFACTUAL_MODE) -> CounterfactualResult:
         """Swap in the medical vector of class ``target`` (nearest confident training case) or of ``reference``."""
         if (target is None) == (reference is None):
             raise InputError("give exactly one of a target class or a reference image")

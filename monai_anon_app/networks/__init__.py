@@ -1,6 +1,6 @@
 """Networks of the disentanglement model, built from MONAI blocks with ``spatial_dims`` a parameter."""
 
-from .disentangler import (
+from monai_anon_app.networks.disentangler import (
     DisentanglerConfig,
     Encoder,
     Features,
@@ -10,8 +10,16 @@ from .disentangler import (
     Rendering,
     split_medical,
 )
-from .heads import CosineClassifier, GridClassifier, IdentityVAE, MaskClassifier, MedicalHead, make_discriminator
-from .model import DisentanglementModel
+from monai_anon_app.networks.distances import cosine_distance, nearest_distance
+from monai_anon_app.networks.heads import (
+    CosineClassifier,
+    GridClassifier,
+    IdentityVAE,
+    MaskClassifier,
+    MedicalHead,
+    make_discriminator,
+)
+from monai_anon_app.networks.model import DisentanglementModel
 
 __all__ = [
     "CosineClassifier",
@@ -27,6 +35,8 @@ __all__ = [
     "MedicalHead",
     "PoseHead",
     "Rendering",
+    "cosine_distance",
     "make_discriminator",
+    "nearest_distance",
     "split_medical",
 ]

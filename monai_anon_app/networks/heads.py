@@ -8,7 +8,7 @@ from monai.networks.blocks import Convolution
 from monai.networks.nets import PatchDiscriminator
 from torch import nn
 
-from .disentangler import DisentanglerConfig, split_medical
+from monai_anon_app.networks.disentangler import DisentanglerConfig, split_medical
 
 __all__ = ["CosineClassifier", "GridClassifier", "IdentityVAE", "MaskClassifier", "MedicalHead", "make_discriminator"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .disentangler import DisentanglerConfig, Encoder, Generator, IdentityProjector
-from .heads import CosineClassifier, GridClassifier, MaskClassifier, MedicalHead
+from monai_anon_app.networks.disentangler import DisentanglerConfig, Encoder, Generator, IdentityProjector
+from monai_anon_app.networks.heads import CosineClassifier, GridClassifier, MaskClassifier, MedicalHead
 
 __all__ = ["DisentanglementModel"]
 

@@ -1,35 +1,24 @@
 """A frozen finding classifier that scores the swap losses, trained on original images before the model.
 
-The swap and cycle losses used to be scored by the model's own trainable heads, which the generator
-satisfied with codes its own encoder reads but an independent judge does not. This judge is trained
-separately on the training images only, frozen, and scores generated images through random
-augmentations (:func:`~monai_anon_app.data.transforms.jitter`), so a generator can only please it by
-drawing the finding. Its architecture (MONAI's residual ``Classifier``) differs from the evaluation's
+A generator scored by the model's own trainable heads can satisfy them with codes its own encoder reads
+but an independent judge does not. This judge is trained separately on the training images only,
+frozen, and scores generated images through random augmentations
+(:func:`~monai_anon_app.data.transforms.jitter`), so a generator can only please it by drawing the finding.
+Its architecture (MONAI's residual ``Classifier``) differs from the evaluation's
 DenseNet judges on purpose: the gap between the two is how much the generator games its own judge.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from monai.networks.nets import Classifier
 from torch import nn
 
-from ..data.transforms import jitter
+from monai_anon_app.data.transforms import jitter
+from monai_anon_app.modelfolder.config import FindingJudgeConfig
 
-__all__ = ["FindingJudgeConfig", "fit_finding_judge", "freeze", "make_finding_judge"]
-
-
-@dataclass
-class FindingJudgeConfig:
-    steps: int = 400
-    batch: int = 32
-    lr: float = 2e-3
-    channels: Sequence[int] = (16, 32, 64, 64)
-    shift: int = 3
+__all__ = ["fit_finding_judge", "freeze", "make_finding_judge"]
 
 
 def make_finding_judge(image_size: int, n_classes: int, cfg: FindingJudgeConfig, spatial_dims: int = 2) -> nn.Module:

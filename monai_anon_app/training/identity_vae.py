@@ -15,19 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..networks import CosineClassifier, IdentityVAE
+from monai_anon_app.networks import CosineClassifier, IdentityVAE, nearest_distance
 
-__all__ = ["calibrate_novelty", "cosine_distance", "nearest_distance", "train_identity_vae"]
-
-
-def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``(N, I)``, ``(M, I)`` -> ``(N, M)`` pairwise ``1 - cos``."""
-    return 1 - F.normalize(a, dim=1) @ F.normalize(b, dim=1).t()
-
-
-def nearest_distance(a: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
-    """``(N,)`` distance of each row of ``a`` to its nearest row of ``bank``."""
-    return cosine_distance(a, bank).min(1).values
+__all__ = ["calibrate_novelty", "train_identity_vae"]
 
 
 def calibrate_novelty(held_out: torch.Tensor, bank: torch.Tensor, quantile: float) -> dict[str, float]:

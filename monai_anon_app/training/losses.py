@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..networks import Features
+from monai_anon_app.networks import Features
 
 __all__ = [
     "SLOTS",

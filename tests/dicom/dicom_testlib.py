@@ -3,7 +3,6 @@ the command line, dciodvfy, and (from ``tests/phi_fixture.py``) the PHI-planted 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import re
@@ -15,6 +14,8 @@ import pydicom
 import pydicom.data
 from peers import require_module
 from phi_fixture import PHI_DATES, PHI_TOKENS, PRIVATE_CREATOR, build_phi_dataset, build_phi_radiograph
+
+from monai_anon_app.cli import main
 
 __all__ = ["KEY", "PHI_DATES", "PHI_TOKENS", "PRIVATE_CREATOR", "build_phi_dataset", "build_phi_radiograph",
            "dciodvfy_errors", "pydicom_data_files", "pydicom_test_files", "run_cli"]
@@ -36,39 +37,17 @@ def pydicom_data_files() -> list[Path]:
 
 
 def run_cli(*argv: str) -> tuple[int, str, str]:
-    """Run ``monai-anon ARGV`` in-process; return (exit code, stdout, stderr).
-
-    Uses the real ``monai_anon_app.cli.main`` when every sub-command module imports; while sibling
-    commands are still missing it builds the same parser with only ``deid`` and the same error rules.
-    """
+    """Run ``monai-anon ARGV`` in-process with the real ``monai_anon_app.cli.main``; return (exit code, stdout,
+    stderr)."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            from monai_anon_app.cli import build_parser, main
-
-            build_parser()
-        except ImportError:
-            main = _deid_only_main
         try:
             code = main(list(argv))
         except SystemExit as exc:  # argparse errors
             code = exc.code if isinstance(exc.code, int) else 2
     return code, out.getvalue(), err.getvalue()
 
-
-def _deid_only_main(argv: list[str]) -> int:
-    from monai_anon_app.data.io import InputError
-    from monai_anon_app.dicom.cli import add_parser
-
-    parser = argparse.ArgumentParser(prog="monai-anon")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (InputError, FileNotFoundError, NotADirectoryError, ValueError) as exc:
-        print(f"monai-anon {args.command}: error: {exc}", file=__import__("sys").stderr)
-        return 2
 
 
 _ERROR = re.compile(r"(^|\s)Error - ")

@@ -13,7 +13,8 @@ import pydicom.data
 import pytest
 from dicom_testlib import KEY
 
-from monai_anon_app.dicom.cli import add_deid_arguments, options_from_args
+from monai_anon_app.cli.deid import options_from_args
+from monai_anon_app.cli.parsers import add_deid_arguments
 
 TEST_FILES = Path(pydicom.data.DATA_ROOT) / "test_files"
 

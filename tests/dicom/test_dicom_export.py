@@ -13,12 +13,12 @@ import pydicom.data
 import pytest
 from dicom_testlib import KEY
 
-from monai_anon_app.data.io import InputError
 from monai_anon_app.data.phantoms import Cohort
 from monai_anon_app.dicom.export import export_study_zip
 from monai_anon_app.dicom.options import DeidOptions
-from monai_anon_app.dicom.phantom import write_phantom_dicom
+from monai_anon_app.dicom.phantom_headers import write_phantom_dicom
 from monai_anon_app.dicom.pixel_change import KEPT, anonymized
+from monai_anon_app.errors import InputError
 
 CT = Path(pydicom.data.DATA_ROOT) / "test_files" / "CT_small.dcm"
 

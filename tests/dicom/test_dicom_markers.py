@@ -15,10 +15,10 @@ from dicom_testlib import KEY
 from pydicom.sr.codedict import codes
 
 from monai_anon_app.data.phantoms import Cohort
-from monai_anon_app.dicom.batch import process_dicom
 from monai_anon_app.dicom.options import DeidOptions
-from monai_anon_app.dicom.phantom import write_phantom_dicom
+from monai_anon_app.dicom.phantom_headers import write_phantom_dicom
 from monai_anon_app.dicom.pixel_change import KEPT, PixelChange, anonymized, counterfactual, of_command
+from monai_anon_app.dicom.process import process_dicom
 
 OPTIONS = DeidOptions(key=KEY)
 BASIC = codes.cid7050.BasicApplicationConfidentialityProfile.value

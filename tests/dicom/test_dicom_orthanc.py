@@ -24,7 +24,7 @@ from peers import ORTHANC_DICOMWEB, require_orthanc
 from monai_anon_app.data.phantoms import Cohort
 from monai_anon_app.dicom.export import export_study_zip, stow_study
 from monai_anon_app.dicom.options import DeidOptions
-from monai_anon_app.dicom.phantom import write_phantom_dicom
+from monai_anon_app.dicom.phantom_headers import write_phantom_dicom
 from monai_anon_app.dicom.pixel_change import anonymized
 
 PLUGIN = ORTHANC_DICOMWEB

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
+from monai_anon_app.data.cohort_writer import write_cohort
 from monai_anon_app.data.phantoms import Cohort
-from monai_anon_app.data.writer import write_cohort
-from monai_anon_app.dicom.batch import process_dicom
 from monai_anon_app.dicom.options import DeidOptions
 from monai_anon_app.dicom.pixel_change import KEPT
+from monai_anon_app.dicom.process import process_dicom
 
 
 def _read(path: Path):

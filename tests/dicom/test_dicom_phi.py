@@ -11,10 +11,10 @@ import pydicom
 import pytest
 from dicom_testlib import KEY, PHI_DATES, PHI_TOKENS, PRIVATE_CREATOR
 
-from monai_anon_app.dicom.batch import process_dicom
 from monai_anon_app.dicom.keys import KeyRing
 from monai_anon_app.dicom.options import DeidOptions
 from monai_anon_app.dicom.pixel_change import KEPT
+from monai_anon_app.dicom.process import process_dicom
 
 
 def _deid(paths: list[Path], out: Path, **opts) -> list[Path]:

@@ -16,13 +16,13 @@ from peers import require_module
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit, RLELossless
 
-from monai_anon_app.data.io import InputError
 from monai_anon_app.data.phantoms import Cohort
-from monai_anon_app.dicom.batch import Refused, deidentifier, process_dicom
 from monai_anon_app.dicom.options import DeidOptions
-from monai_anon_app.dicom.phantom import phantom_dataset, write_phantom_dicom
+from monai_anon_app.dicom.phantom_headers import phantom_dataset, write_phantom_dicom
 from monai_anon_app.dicom.pixel_change import KEPT, anonymized
 from monai_anon_app.dicom.pixels import read_dicom_image
+from monai_anon_app.dicom.process import Refused, deidentifier, process_dicom
+from monai_anon_app.errors import InputError
 
 TEST_FILES = Path(pydicom.data.DATA_ROOT) / "test_files"
 DATA_STORE = Path(require_module("data_store", "pip install -e .[test] (pydicom-data)").__file__).parent / "data"

@@ -17,9 +17,9 @@ from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 
-from monai_anon_app.dicom.engine import Deidentifier
+from monai_anon_app.dicom.deidentifier import Deidentifier
 from monai_anon_app.dicom.keys import KeyRing
-from monai_anon_app.dicom.options import OPTION_COLUMNS, DeidOptions
+from monai_anon_app.dicom.options import OPTIONS, DeidOptions
 from monai_anon_app.dicom.profile import load_table
 
 SHARED = SHARED_DATA / "ps3.15-annex-e"
@@ -123,7 +123,7 @@ def _roundtrip(ds: Dataset, path: Path) -> FileDataset:
 
 def _expected(row, options: DeidOptions) -> str:
     """The row's action for a Type 3 attribute, computed here from the table text (independent oracle)."""
-    values = [row.options.get(OPTION_COLUMNS[f][0]) for f in options.flags]
+    values = [row.options.get(OPTIONS[f].column) for f in options.flags]
     if "K" in values:
         return "K"
     if "C" in values:
@@ -174,7 +174,7 @@ def _check(row, vr: str, ds: Dataset, action: str, offset: int | None, top: bool
     return f"unknown action {action}"
 
 
-OPTION_SETS = [{}, *({flag: True} for flag in OPTION_COLUMNS)]
+OPTION_SETS = [{}, *({flag: True} for flag in OPTIONS)]
 
 
 @pytest.mark.parametrize("where", ["top", "nested", "private"])

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from monai_anon_app.cli import main
-from monai_anon_app.data.io import read_image
+from monai_anon_app.imageio.images import read_image
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

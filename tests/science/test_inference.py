@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from monai_anon_app.data.io import InputError
 from monai_anon_app.data.phantoms import Cohort
-from monai_anon_app.inference import Anonymizer, ModelError
+from monai_anon_app.errors import InputError, ModelError
+from monai_anon_app.inference import Anonymizer
 
 
 @pytest.fixture(scope="module")

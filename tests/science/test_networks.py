@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from monai_anon_app.modelfolder.config import FindingJudgeConfig
 from monai_anon_app.networks import DisentanglementModel, DisentanglerConfig, Features, IdentityVAE, PoseHead
-from monai_anon_app.training.disentangler import leakage_loss
-from monai_anon_app.training.finding_judge import FindingJudgeConfig, freeze, make_finding_judge
+from monai_anon_app.training.finding_judge import freeze, make_finding_judge
 from monai_anon_app.training.losses import (
     mask_loss,
     normalised_mse,
@@ -16,6 +16,7 @@ from monai_anon_app.training.losses import (
     swap_targets,
     weighted_l1,
 )
+from monai_anon_app.training.trainer import leakage_loss
 
 
 @pytest.mark.parametrize("size", [64, 128])

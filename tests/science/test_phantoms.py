@@ -7,9 +7,9 @@ import csv
 import numpy as np
 import pytest
 
-from monai_anon_app.data.io import read_image
+from monai_anon_app.data.cohort_writer import write_cohort
 from monai_anon_app.data.phantoms import FINDINGS, Cohort, Finding
-from monai_anon_app.data.writer import write_cohort
+from monai_anon_app.imageio.images import read_image
 
 
 def test_same_seed_same_images_other_seed_other_patients():

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from monai_anon_app.data.phantoms import Cohort
+from monai_anon_app.evaluation.evaluate import TARGETS, code_checksum
 from monai_anon_app.evaluation.report import targets_table
-from monai_anon_app.evaluation.run import TARGETS, code_checksum
-from monai_anon_app.inference import Anonymizer, resolve_model
-from monai_anon_app.inference.registry import DEFAULT_MODEL
+from monai_anon_app.inference import Anonymizer
+from monai_anon_app.modelfolder.registry import DEFAULT_MODEL, resolve_model
 
 
 def test_shipped_metrics_and_card_describe_the_shipped_weights_and_evaluation():

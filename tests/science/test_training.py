@@ -10,16 +10,16 @@ import pytest
 import torch
 from PIL import Image
 
+from monai_anon_app.data.cohort_writer import write_cohort
 from monai_anon_app.data.datasets import load_folder
 from monai_anon_app.data.phantoms import Cohort
-from monai_anon_app.data.writer import write_cohort
+from monai_anon_app.evaluation.evaluate import TARGETS, EvalConfig, code_checksum, evaluate
 from monai_anon_app.evaluation.report import CARD_END, CARD_START, targets_table, update_model_card
-from monai_anon_app.evaluation.run import TARGETS, EvalConfig, code_checksum, evaluate
 from monai_anon_app.inference import Anonymizer
-from monai_anon_app.inference.model_dir import MODEL_FILES
-from monai_anon_app.training.config import load_config
-from monai_anon_app.training.disentangler import DisentanglerTrainer
-from monai_anon_app.training.run import load_training_data, train_model
+from monai_anon_app.modelfolder.config import load_config
+from monai_anon_app.modelfolder.folder import MODEL_FILES
+from monai_anon_app.training.fit import load_training_data, train_model
+from monai_anon_app.training.trainer import DisentanglerTrainer
 
 TINY_CONFIG = Path(__file__).resolve().parents[2] / "monai_anon_app" / "training" / "configs" / "tiny.yaml"
 

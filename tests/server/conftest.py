@@ -38,7 +38,7 @@ def client(server, tmp_path_factory):
 def reference(server, tiny_model):
     """``reference()`` → the in-process :class:`Anonymizer` of the model the server serves right now."""
     from monai_anon_app.inference import Anonymizer
-    from monai_anon_app.tasks.models import ModelStore
+    from monai_anon_app.server.model_store import ModelStore
 
     store = ModelStore(tiny_model, server.workdir / "app" / "model" / tiny_model.name)
     cache: dict[str, Anonymizer] = {}

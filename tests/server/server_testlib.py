@@ -121,8 +121,8 @@ def start_server(workdir: Path, studies: str | Path, model: Path, *extra: str, s
 def make_study(folder: Path, patients: int = 4, images_per_patient: int = 3, size: int = 128) -> Path:
     """A study folder as ``monai-anon phantoms`` writes it (DICOM DX + labels.csv), plus an oblique NIfTI
     and a 16-bit PNG without labels."""
+    from monai_anon_app.data.cohort_writer import write_cohort
     from monai_anon_app.data.phantoms import Cohort
-    from monai_anon_app.data.writer import write_cohort
 
     write_cohort(folder, Cohort(patients, images_per_patient, seed=7), size, "dicom", progress=False)
     write_nifti(folder / "images" / "oblique.nii.gz", smooth_image((96, 80), -1000.0, 1500.0), oblique_affine())
@@ -188,10 +188,10 @@ def identity_seed(server: Server, path: Path, seed: int) -> int:
     documented rule (``seed_for(seed, identity key)`` under the server's own key), computed here."""
     import pydicom
 
-    from monai_anon_app.batch import seed_for
-    from monai_anon_app.dicom.engine import Deidentifier
+    from monai_anon_app.dicom.deidentifier import Deidentifier
     from monai_anon_app.dicom.keys import load_key
     from monai_anon_app.dicom.options import DeidOptions
+    from monai_anon_app.inference import seed_for
 
     key_file = server.workdir / "app" / "deid.key"
     assert key_file.is_file(), "the server makes its key on first use"

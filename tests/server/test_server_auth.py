@@ -169,7 +169,7 @@ def test_public_bind_without_auth_is_refused(tmp_path, host):
 def test_public_bind_with_auth_or_proxy_is_accepted(tmp_path, extra):
     r = _serve("--host", "0.0.0.0", *extra, "--dry-run", tmp_path=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "--host 0.0.0.0" in r.stdout and "monai_anon_app.tasks.asgi:app" in r.stdout
+    assert "--host 0.0.0.0" in r.stdout and "monai_anon_app.server.rest:app" in r.stdout
     assert ("MONAI_LABEL_AUTH_ENABLE=true" in r.stdout) == ("--auth-realm" in extra)
 
 

@@ -119,8 +119,8 @@ def dicom_inputs(server, tmp_path) -> dict[str, Path]:
 
 
 def _reader_pixels(path: Path) -> np.ndarray:
-    from monai_anon_app.data.io import read_image
     from monai_anon_app.dicom.pixels import read_dicom_image
+    from monai_anon_app.imageio.images import read_image
 
     return (read_dicom_image(path) if path.suffix == ".dcm" else read_image(path)).pixels
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monai_anon_app.tasks.errors import RequestError, sentence
-from monai_anon_app.tasks.options import Option, parse_options, parse_params_json
+from monai_anon_app.server.params import Option, parse_options, parse_params_json
+from monai_anon_app.server.request_errors import RequestError, sentence
 
 
 def test_options_are_parsed_strictly():
@@ -36,7 +36,7 @@ def test_messages_are_one_sentence():
 
 
 def test_ids_with_path_components_are_refused():
-    from monai_anon_app.tasks.asgi import check_id
+    from monai_anon_app.server.rest import check_id
 
     assert check_id("1.2.840.113619.2.55") == "1.2.840.113619.2.55"
     assert check_id("PH000_v01") == "PH000_v01"
@@ -47,7 +47,7 @@ def test_ids_with_path_components_are_refused():
 
 
 def test_loopback_detection():
-    from monai_anon_app.tasks.serve import is_loopback
+    from monai_anon_app.server.launch import is_loopback
 
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and is_loopback("127.5.5.5")
     assert not is_loopback("0.0.0.0") and not is_loopback("::") and not is_loopback("192.0.2.1")
@@ -57,7 +57,7 @@ def test_loopback_detection():
 def test_probe_format_trusts_content_not_names(tmp_path):
     from server_testlib import make_study, write_nifti, write_png16
 
-    from monai_anon_app.tasks.inputs import probe_format
+    from monai_anon_app.server.uploads import probe_format
 
     png = write_png16(tmp_path / "a.png", np.ones((16, 16)))
     nii = write_nifti(tmp_path / "b.nii.gz", np.ones((16, 16), np.float32), np.eye(4))
@@ -72,7 +72,7 @@ def test_probe_format_trusts_content_not_names(tmp_path):
 
 
 def test_dicom_geometry_affine():
-    from monai_anon_app.tasks.inputs import _lps_affine
+    from monai_anon_app.server.uploads import _lps_affine
 
     a = _lps_affine((2.0, 3.0), None, None)
     np.testing.assert_allclose(a, np.diag([-3.0, -2.0, 1.0, 1.0]))
@@ -83,7 +83,7 @@ def test_dicom_geometry_affine():
 
 
 def test_model_store_publishes_atomically(tmp_path, tiny_model):
-    from monai_anon_app.tasks.models import ModelStore
+    from monai_anon_app.server.model_store import ModelStore
 
     store = ModelStore(tiny_model, tmp_path / "published")
     assert store.current_dir() == tiny_model and store.published() is None
@@ -111,7 +111,7 @@ def test_model_store_publishes_atomically(tmp_path, tiny_model):
 def test_labels_csv_goes_into_image_info(tmp_path):
     from server_testlib import make_study
 
-    from monai_anon_app.tasks.datastore import make_local_datastore, training_records
+    from monai_anon_app.server.datastore import make_local_datastore, training_records
 
     study = make_study(tmp_path / "study", patients=3, images_per_patient=2, size=32)
     ds = make_local_datastore(str(study), ["*.nii.gz", "*.png"], auto_reload=False, read_only=False)
@@ -128,8 +128,8 @@ def test_labels_csv_goes_into_image_info(tmp_path):
 
 
 def test_serve_without_studies_uses_a_copy_of_the_sample_study(tmp_path):
-    from monai_anon_app.tasks.serve import build_command
-    from monai_anon_app.tasks.workspace import SAMPLE_STUDY, prepare_app_dir, prepare_sample_study
+    from monai_anon_app.server.launch import build_command
+    from monai_anon_app.server.workspace import SAMPLE_STUDY, prepare_app_dir, prepare_sample_study
 
     study = prepare_sample_study(tmp_path)
     assert study.parent == tmp_path and (study / "labels.csv").is_file()
@@ -150,7 +150,7 @@ def test_result_nifti_keeps_geometry_and_drops_header_extensions(tmp_path):
     import nibabel as nib
     from server_testlib import oblique_affine, smooth_image
 
-    from monai_anon_app.tasks.inputs import load_input, write_result
+    from monai_anon_app.server.uploads import load_input, write_result
 
     pixels = smooth_image((40, 56), -500.0, 900.0)
     img = nib.Nifti1Image(np.ascontiguousarray(pixels.T[:, :, None]), oblique_affine())
@@ -166,9 +166,9 @@ def test_result_nifti_keeps_geometry_and_drops_header_extensions(tmp_path):
 
 
 def test_missing_model_answers_503_in_process(tmp_path):
-    from monai_anon_app.tasks.infer import AnonymizeTask
-    from monai_anon_app.tasks.models import ModelStore
-    from monai_anon_app.tasks.runtime import Runtime
+    from monai_anon_app.server.infer import AnonymizeTask
+    from monai_anon_app.server.model_store import ModelStore
+    from monai_anon_app.server.settings import Runtime
 
     runtime = Runtime.from_conf(tmp_path, {"model": str(tmp_path / "none"), "tmp_dir": str(tmp_path / "tmp")})
     task = AnonymizeTask(ModelStore(runtime.model_base, runtime.publish_root), runtime)
@@ -184,7 +184,7 @@ def test_missing_model_answers_503_in_process(tmp_path):
 
 
 def test_one_seed_rule_for_every_image():
-    from monai_anon_app.batch import seed_for
+    from monai_anon_app.inference import seed_for
 
     assert seed_for(5, None) == 5  # PNG, NIfTI: no patient, the seed as it is
     assert seed_for(5, "patient-a") == seed_for(5, "patient-a") != seed_for(5, "patient-b")
@@ -193,7 +193,7 @@ def test_one_seed_rule_for_every_image():
 
 
 def test_uploads_are_named_as_the_client_named_them():
-    from monai_anon_app.tasks.inputs import UPLOAD_NAME, client_name
+    from monai_anon_app.server.uploads import UPLOAD_NAME, client_name
 
     assert client_name("My Scan (copy).png") == "My Scan (copy).png"
     assert client_name("C:\\Users\\jane\\IM0001") == "IM0001" and client_name("../../etc/passwd") == "passwd"
@@ -218,7 +218,7 @@ def _zip(path: Path, members: dict[str, bytes], encrypted: bool = False) -> Path
 
 
 def test_zip_uploads_are_unpacked_safely(tmp_path):
-    from monai_anon_app.tasks.inputs import unpack_zip
+    from monai_anon_app.server.uploads import unpack_zip
 
     ok = _zip(tmp_path / "ok.zip", {"a/IM1": b"1", "b/IM1": b"2", "c.dcm": b"3", "./d": b"4"})
     files = unpack_zip(ok, tmp_path / "out", 1000, "series.zip")
@@ -248,9 +248,9 @@ def test_monai_labels_own_temporary_upload_is_not_named(tmp_path):
     file", never by that file's name."""
     import tempfile
 
-    from monai_anon_app.tasks.infer import AnonymizeTask
-    from monai_anon_app.tasks.models import ModelStore
-    from monai_anon_app.tasks.runtime import Runtime
+    from monai_anon_app.server.infer import AnonymizeTask
+    from monai_anon_app.server.model_store import ModelStore
+    from monai_anon_app.server.settings import Runtime
 
     runtime = Runtime.from_conf(tmp_path, {"model": str(tmp_path / "none"), "tmp_dir": str(tmp_path / "tmp")})
     task = AnonymizeTask(ModelStore(runtime.model_base, runtime.publish_root), runtime)
@@ -268,7 +268,7 @@ def test_monai_labels_own_infer_endpoint_gets_the_same_refusals(tmp_path):
     requests and resolves their image first."""
     import tempfile
 
-    from monai_anon_app.tasks.infer import in_process_request
+    from monai_anon_app.server.infer import in_process_request
 
     image = tmp_path / "PH000_v01.dcm"
     image.write_bytes(b"DICM")
@@ -298,7 +298,7 @@ def test_a_model_that_does_not_fit_is_named_without_its_server_path(tmp_path, ti
     import torch
 
     from monai_anon_app.errors import ModelError
-    from monai_anon_app.tasks.models import ModelStore
+    from monai_anon_app.server.model_store import ModelStore
 
     old = tmp_path / "old-model"
     shutil.copytree(tiny_model, old)

@@ -2,9 +2,10 @@
 
 ``slicer-core`` gives real MRML (scene, volume/storage nodes, subject hierarchy, layout logic) but no Qt,
 no ``slicer.app``, no ``slicer.mrmlScene`` and no ``slicer.ScriptedLoadableModule``. This module adds
-just enough so that ``CaseAnonymizer.py`` imports and its Logic runs against real MRML:
+just enough so that ``CaseAnonymizer.py`` imports and its Logic (``CaseAnonymizerLib/logic.py``) runs against
+real MRML:
 
-- ``qt``: ``QSettings`` (dict-backed) and ``QTimer`` (inert); the Widget is not exercised here.
+- ``qt``: ``QSettings`` (dict-backed) and ``QTimer`` (inert); the Widget's widgets come from ``fake_widgets.py``.
 - ``ctk``: an empty module.
 - ``slicer.app``: ``temporaryPath`` and ``applicationLogic()``.
 - ``slicer.ScriptedLoadableModule``: minimal base classes with Slicer's parameter-node behaviour.

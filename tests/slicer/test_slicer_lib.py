@@ -1,4 +1,5 @@
-"""CaseAnonymizerLib without a server: URLs, settings, parameters, jobs, helpers and error messages."""
+"""CaseAnonymizerLib without a server: URLs, settings, parameters, jobs, uploads, summaries, export plans and
+error messages."""
 
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ from CaseAnonymizerLib import (
     normalize_server_url,
     summarize,
 )
-from CaseAnonymizerLib.client import parse_multipart, server_key
+from CaseAnonymizerLib.client import parse_multipart
 from CaseAnonymizerLib.settings import MAX_HISTORY, ConsentStore, UrlHistory
+from CaseAnonymizerLib.urls import server_key
 
 WAIT_S = 120  # generous: a busy CI machine may stall a thread for seconds; speed is measured elsewhere
 
@@ -186,7 +188,7 @@ def test_job_failure_is_raised_on_the_caller_thread() -> None:
         job.result()
 
 
-# -- helpers --
+# -- messages, views, summaries, export plans, DICOM files and multipart answers --
 def test_describe_turns_any_exception_into_one_sentence() -> None:
     try:
         {}["x"]

@@ -30,7 +30,7 @@ from .errors import (
     ServerUnreachableError,
 )
 from .login import Token, token_from_answer
-from .urls import is_loopback, normalize_server_url, server_key
+from .urls import normalize_server_url
 
 __all__ = [
     "CONNECT_TIMEOUT",
@@ -40,9 +40,7 @@ __all__ = [
     "ServerClient",
     "ServerInfo",
     "Upload",
-    "is_loopback",
-    "normalize_server_url",
-    "server_key",
+    "parse_multipart",
 ]
 
 #: Seconds to wait for a TCP/TLS connection before reporting the server as unreachable.

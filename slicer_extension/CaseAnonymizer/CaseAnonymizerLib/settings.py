@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar, Protocol
 
-from .client import normalize_server_url, server_key
+from .urls import normalize_server_url, server_key
 
 __all__ = ["MAX_HISTORY", "ConsentStore", "SettingsBackend", "UrlHistory"]
 

@@ -1,10 +1,13 @@
-"""The side-by-side layouts, as Slicer layout descriptions (XML text; no Qt, no MRML)."""
+"""The module's views: side-by-side layouts as Slicer layout descriptions (XML text) and the display window of
+difference maps. No Qt, no MRML."""
 
 from __future__ import annotations
 
 from xml.sax.saxutils import escape
 
-__all__ = ["COMPARE_LAYOUT_ID", "EXPLAIN_LAYOUT_ID", "VIEWS", "VIEW_GROUP", "layout_xml"]
+import numpy as np
+
+__all__ = ["COMPARE_LAYOUT_ID", "EXPLAIN_LAYOUT_ID", "VIEWS", "VIEW_GROUP", "difference_window", "layout_xml"]
 
 #: Layout ids registered with the layout node (values above Slicer's built-in layouts).
 COMPARE_LAYOUT_ID = 8451  # original | result | difference
@@ -33,3 +36,12 @@ def layout_xml(roles: tuple[str, ...], orientation: str = "Axial") -> str:
             f'<property name="viewgroup" action="default">{VIEW_GROUP}</property>'
             f"</view></item>")
     return '<layout type="horizontal">\n' + "\n".join(items) + "\n</layout>"
+
+
+def difference_window(diff: np.ndarray) -> tuple[float, float]:
+    """``(window, level)`` that shows a difference map symmetrically around zero."""
+    finite = np.abs(diff[np.isfinite(diff)]) if diff.size else np.zeros(1)
+    peak = float(np.percentile(finite, 99.5)) if finite.size else 0.0
+    if peak <= 0.0:
+        peak = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    return 2.0 * peak, 0.0

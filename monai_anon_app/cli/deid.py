@@ -1,0 +1,74 @@
+"""``monai-anon deid INPUT OUTPUT``: PS3.15 de-identification of DICOM headers, file or folder.
+
+Also the option handling ``monai-anon anonymize`` shares (:func:`options_from_args`,
+:func:`layout_from_args`). Output names come from :class:`~monai_anon_app.dicom.outputs.OutputLayout`:
+nothing of the input path by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from monai_anon_app.dicom.files import is_dicom
+from monai_anon_app.dicom.keys import load_key
+from monai_anon_app.dicom.options import OPTIONS, DeidOptions
+from monai_anon_app.dicom.outputs import KEEP_NAMES_WARNING, OutputLayout
+from monai_anon_app.dicom.pixel_change import KEPT
+from monai_anon_app.dicom.process import process_dicom
+from monai_anon_app.errors import InputError
+from monai_anon_app.runner import Skipped, Summary, process_files
+
+__all__ = ["layout_from_args", "options_from_args", "print_outcomes", "run"]
+
+
+def options_from_args(args: argparse.Namespace) -> DeidOptions:
+    """:class:`DeidOptions` from parsed arguments (``ValueError``/``InputError`` with a reason)."""
+    key_file = getattr(args, "key_file", None)
+    new_file = key_file is not None and not Path(key_file).exists()
+    key = load_key(getattr(args, "key", None), key_file)
+    if new_file:
+        print(f"monai-anon: created the key file {key_file} with a random key; keep it private and reuse it "
+              "for consistent output", file=sys.stderr)
+    flags = {name: bool(getattr(args, name, False)) for name in OPTIONS}
+    extra = {"key": key} if key is not None else {}
+    return DeidOptions(**flags, mapping_file=getattr(args, "mapping_file", None), **extra)
+
+
+def layout_from_args(args: argparse.Namespace, src: Path, dst: Path, options: DeidOptions) -> OutputLayout:
+    """The :class:`~monai_anon_app.dicom.outputs.OutputLayout` of a run (warns on ``--keep-names``)."""
+    keep = bool(getattr(args, "keep_names", False))
+    layout = OutputLayout(src, dst, options.key, keep_names=keep)
+    if keep and not layout.single:
+        print(KEEP_NAMES_WARNING, file=sys.stderr)
+    return layout
+
+
+def print_outcomes(summary: Summary, layout: OutputLayout) -> None:
+    """Each refused and failed file on stderr (with its reason), then where the outputs went."""
+    for kind in ("refused", "failed"):
+        for name, reason in getattr(summary, kind):
+            print(f"{kind}: {name}: {reason}", file=sys.stderr)
+    if summary.done and not layout.single:
+        print(f"outputs: {layout.describe()}")
+
+
+def run(args: argparse.Namespace) -> int:
+    options = options_from_args(args)
+    if Path(args.input).is_file() and not is_dicom(args.input):
+        raise InputError(f"{args.input} is not a DICOM file")
+    layout = layout_from_args(args, args.input, args.output, options)
+    inputs = layout.inputs()
+    if not inputs:
+        raise InputError(f"{args.input} holds no files")
+
+    def deidentify(src: Path) -> Path:
+        if not is_dicom(src):
+            raise Skipped(f"{src.name} is not a DICOM file", "not DICOM")
+        return process_dicom(src, layout.dicom(src), options, None, KEPT)[0]
+
+    summary = process_files([(str(p), p) for p in inputs], deidentify, desc="deid", progress=not args.no_progress)
+    print_outcomes(summary, layout)
+    print(summary.line("deid", refusals=False))
+    return 0 if summary.ok else 1

@@ -1,0 +1,13 @@
+"""Imported only by the inference fork server (``set_forkserver_preload``): loads the worker code once
+for every worker it forks, and makes the fork server itself exit at once when the server stops.
+
+Tearing down an interpreter with torch and MONAI loaded takes seconds of CPU (minutes on a busy
+machine); the fork server holds nothing to flush, so it skips that with ``os._exit``.
+"""
+
+import atexit
+import os
+
+from monai_anon_app.server import worker_loop  # noqa: F401
+
+atexit.register(os._exit, 0)
