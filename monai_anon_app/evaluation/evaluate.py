@@ -365,7 +365,7 @@ def _linkage(originals: np.ndarray, anonymized: np.ndarray, judge: str) -> dict:
     return {f"linkage_top1_{judge}": top1, f"linkage_top1_{judge}_over_chance": top1 / chance}
 
 
-def _references(cases: list[PhantomCase], target: str, i: int) -> int:
+def _reference(cases: list[PhantomCase], target: str, i: int) -> int:
     """A test image of class ``target`` from another patient than image ``i`` (deterministic)."""
     pool = [k for k, c in enumerate(cases) if c.finding.kind == target and c.patient_id != cases[i].patient_id]
     return pool[(7 * i) % len(pool)]
@@ -389,7 +389,7 @@ def _counterfactuals(anon: Anonymizer, x: torch.Tensor, cases: list[PhantomCase]
         idx = [i for i, c in enumerate(cases) if c.finding.kind != target]
         if not idx:
             continue
-        refs = [_references(cases, target, i) for i in idx]
+        refs = [_reference(cases, target, i) for i in idx]
         cf = _batched(lambda b, t=target: anon.counterfactual_model(b, t, residual=True), x[idx])
         ref_cf = np.concatenate([_batched(lambda b, r=x[refs[j: j + 64]]: anon.counterfactual_model(
             b, reference=r, residual=True), x[idx[j: j + 64]]) for j in range(0, len(idx), 64)])
