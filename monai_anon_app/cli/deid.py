@@ -11,16 +11,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from monai_anon_app.cli.file_jobs import FileJob, run_files
 from monai_anon_app.dicom.files import is_dicom
 from monai_anon_app.dicom.keys import load_key
 from monai_anon_app.dicom.options import OPTIONS, DeidOptions
 from monai_anon_app.dicom.outputs import KEEP_NAMES_WARNING, OutputLayout
-from monai_anon_app.dicom.pixel_change import KEPT
-from monai_anon_app.dicom.process import process_dicom
 from monai_anon_app.errors import InputError
-from monai_anon_app.runner import Skipped, Summary, process_files
+from monai_anon_app.runner import Summary
+from monai_anon_app.runner.cluster import ClusterOptions
 
-__all__ = ["layout_from_args", "options_from_args", "print_outcomes", "run"]
+__all__ = ["cluster_from_args", "layout_from_args", "options_from_args", "print_outcomes", "run"]
 
 
 def options_from_args(args: argparse.Namespace) -> DeidOptions:
@@ -54,6 +54,19 @@ def print_outcomes(summary: Summary, layout: OutputLayout) -> None:
         print(f"outputs: {layout.describe()}")
 
 
+def cluster_from_args(args: argparse.Namespace) -> ClusterOptions | None:
+    """The Dask cluster of ``--workers``/``--scheduler`` (None: this process); warns when a run on it could not
+    be resumed (a random key or seed gives new names and pixels on every run)."""
+    workers, scheduler = getattr(args, "workers", None), getattr(args, "scheduler", None)
+    if workers is None and scheduler is None:
+        return None
+    fixed_seed = args.command != "anonymize" or getattr(args, "headers_only", False) or args.seed is not None
+    if not (getattr(args, "key", None) or getattr(args, "key_file", None)) or not fixed_seed:
+        print("monai-anon: note: to resume this run if it is interrupted, give --key-file (and --seed for "
+              "anonymize): a random key or seed makes different outputs every run", file=sys.stderr)
+    return ClusterOptions(workers=workers, scheduler=scheduler, chunk_size=getattr(args, "chunk_size", None))
+
+
 def run(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     if Path(args.input).is_file() and not is_dicom(args.input):
@@ -62,13 +75,8 @@ def run(args: argparse.Namespace) -> int:
     inputs = layout.inputs()
     if not inputs:
         raise InputError(f"{args.input} holds no files")
-
-    def deidentify(src: Path) -> Path:
-        if not is_dicom(src):
-            raise Skipped(f"{src.name} is not a DICOM file", "not DICOM")
-        return process_dicom(src, layout.dicom(src), options, None, KEPT)[0]
-
-    summary = process_files([(str(p), p) for p in inputs], deidentify, desc="deid", progress=not args.no_progress)
+    job = FileJob("deid", Path(args.input), Path(args.output), options, keep_names=layout.keep_names)
+    summary = run_files(job, inputs, progress=not args.no_progress, cluster=cluster_from_args(args))
     print_outcomes(summary, layout)
     print(summary.line("deid", refusals=False))
     return 0 if summary.ok else 1

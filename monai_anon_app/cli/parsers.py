@@ -14,11 +14,11 @@ from monai_anon_app import __version__
 from monai_anon_app.defaults import ANONYMIZE_MODE, CANDIDATES, COUNTERFACTUAL_MODE, MODE_HELP, MODES
 from monai_anon_app.dicom.options import OPTIONS
 
-__all__ = ["ANONYMIZE_DESCRIPTION", "add_deid_arguments", "build_parser"]
+__all__ = ["ANONYMIZE_DESCRIPTION", "add_deid_arguments", "add_scale_arguments", "build_parser"]
 
 ANONYMIZE_DESCRIPTION = (
     "OUTPUT holds the same images in the same formats, named from new identifiers, never from the input path "
-    "(DICOM by new Study/Series/SOP UIDs, PNG and NIfTI by a keyed pseudonym) unless --keep-names. Pixels go "
+    "(DICOM by new Study/Series/SOP UIDs, other formats by a keyed pseudonym) unless --keep-names. Pixels go "
     "through the model; DICOM headers through the PS3.15 de-identifier, with markers that say what was done to "
     "the pixels. A file the model cannot take is refused with a reason (never passed through with its original "
     "pixels) unless --headers-only; files that are not images are skipped and never copied. The summary counts "
@@ -50,7 +50,21 @@ def add_deid_arguments(parser: argparse.ArgumentParser) -> None:
                             "that links back; nothing is written without this)")
     group.add_argument("--keep-names", action="store_true",
                        help="name outputs as the inputs are named (default: DICOM by new Study/Series/SOP UIDs, "
-                            "PNG and NIfTI by a keyed pseudonym); input names may carry identifiers")
+                            "other formats by a keyed pseudonym); input names may carry identifiers")
+
+
+def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--workers N`` (an embedded local Dask cluster) or ``--scheduler ADDRESS`` (an existing one)."""
+    group = parser.add_argument_group("scale-out on Dask (default: one process)")
+    where = group.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, metavar="N",
+                       help="run on N worker processes of a local Dask cluster (bound to 127.0.0.1); an interrupted "
+                            "run started again with the same arguments, --key-file and --seed skips what is done")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run on an existing Dask cluster (tcp://HOST:PORT); its workers must see INPUT and "
+                            "OUTPUT at the same paths")
+    group.add_argument("--chunk-size", type=int, metavar="K",
+                       help="files per Dask task (default: about four tasks per worker, at most 64 files each)")
 
 
 def _phantoms(sub: argparse._SubParsersAction) -> None:
@@ -80,6 +94,10 @@ def _train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-masks", action="store_true",
                    help="ignore the data's finding masks (labels.csv column `mask`; phantoms have them): train on "
                         "sparsity and classification only, as for images without masks")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train on N processes with torch DDP (torchrun; one GPU each with NCCL when CUDA is "
+                        "available, else gloo on the CPU): each step's patients are split between them, the "
+                        "batch stays the config's; resume with the same N (docs/scaling.md)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler="train")
 
@@ -125,6 +143,7 @@ def _anonymize(sub: argparse._SubParsersAction) -> None:
                            help=_mode_help(COUNTERFACTUAL_MODE))
         p.add_argument("--no-progress", action="store_true")
         add_deid_arguments(p)
+        add_scale_arguments(p)
         p.set_defaults(handler="anonymize")
 
 
@@ -140,6 +159,7 @@ def _deid(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", type=Path, help="DICOM file or folder")
     p.add_argument("output", type=Path, help="output file or folder")
     add_deid_arguments(p)
+    add_scale_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     p.set_defaults(handler="deid")
 

@@ -13,7 +13,7 @@ from monai_anon_app.data.phantoms import Cohort
 from monai_anon_app.data.transforms import from_model, to_model
 from monai_anon_app.dicom.pixels import read_dicom_image
 from monai_anon_app.errors import InputError
-from monai_anon_app.imageio.images import read_image
+from monai_anon_app.imageio.images import image_format, read_image
 
 __all__ = ["ImageSet", "PatientBatchSampler", "from_cohort", "load_folder"]
 
@@ -74,7 +74,7 @@ def load_folder(folder: str | Path, size: int) -> ImageSet:
     with_masks = "mask" in rows[0]
     for row in rows:
         path = folder / row["file"]
-        reader = read_dicom_image if path.suffix.lower() in (".dcm", ".dicom") else read_image
+        reader = read_dicom_image if image_format(path) == "dicom" else read_image
         pixels = reader(path).pixels
         images.append(to_model(pixels, size).tensor[0].numpy())
         if with_masks:
@@ -99,10 +99,14 @@ class PatientBatchSampler:
     """Batches of ``patients_per_batch`` patients × ``images_per_patient`` images (for metric losses).
 
     Patients with fewer images are sampled with replacement. Deterministic for a given ``seed``.
+
+    With ``world`` > 1 (training on several processes), every rank draws the same global batch from the same
+    random stream and keeps only its own share of its patients: disjoint between ranks, together the whole
+    batch, and the random state stays the same on every rank (one checkpoint serves them all).
     """
 
     def __init__(self, patient_ids: Sequence[str], patients_per_batch: int, images_per_patient: int,
-                 seed: int = 0) -> None:
+                 seed: int = 0, rank: int = 0, world: int = 1) -> None:
         self.by_patient: dict[str, list[int]] = {}
         for i, p in enumerate(patient_ids):
             self.by_patient.setdefault(p, []).append(i)
@@ -110,12 +114,23 @@ class PatientBatchSampler:
         self.p = min(patients_per_batch, len(self.patients))
         self.k = images_per_patient
         self.rng = np.random.default_rng(seed)
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not one of {world} ranks")
+        if self.p < world:
+            raise ValueError(f"a batch of {self.p} patients cannot be split between {world} processes: use at "
+                             f"least as many patients per batch (and training patients) as processes")
+        self.share = np.array_split(np.arange(self.p), world)[rank]
+
+    @property
+    def fraction(self) -> float:
+        """This rank's share of each batch's patients (1 on a single process)."""
+        return len(self.share) / self.p
 
     def __iter__(self) -> Iterator[np.ndarray]:
         while True:
             chosen = self.rng.choice(len(self.patients), self.p, replace=False)
-            idx = []
+            per_patient = []
             for c in chosen:
                 pool = self.by_patient[self.patients[c]]
-                idx.extend(self.rng.choice(pool, self.k, replace=len(pool) < self.k))
-            yield np.asarray(idx)
+                per_patient.append(self.rng.choice(pool, self.k, replace=len(pool) < self.k))
+            yield np.concatenate([per_patient[i] for i in self.share])

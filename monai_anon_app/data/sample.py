@@ -1,6 +1,7 @@
 """The bundled sample study: a few phantom patients as DICOM DX with realistic fake headers.
 
-Regenerate it with ``python -m monai_anon_app.data.sample`` (deterministic).
+Regenerate it with ``python -m monai_anon_app.data.sample`` (deterministic). It is package data
+(``pyproject.toml``, ``[tool.setuptools.package-data]``): an installed wheel carries it inside the package.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ SAMPLE_COHORT = {"patients": 4, "images_per_patient": 3, "seed": 9001, "size": 2
 
 def sample_study() -> Path:
     """Path of the bundled sample study (``labels.csv`` + ``images/*.dcm``)."""
-    if not (SAMPLE_STUDY / "labels.csv").is_file():
-        raise FileNotFoundError(f"the bundled sample study is missing from {SAMPLE_STUDY}; reinstall monai-anon")
+    if not (SAMPLE_STUDY / "labels.csv").is_file() or not any((SAMPLE_STUDY / "images").glob("*.dcm")):
+        raise FileNotFoundError(f"the bundled sample study (labels.csv and images/*.dcm) is missing from "
+                                f"{SAMPLE_STUDY}; reinstall monai-anon")
     return SAMPLE_STUDY
 
 

@@ -16,35 +16,19 @@ from pydicom.filewriter import write_dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from monai_anon_app.errors import InputError
+from monai_anon_app.imageio.formats import sniff_format
 from monai_anon_app.imageio.images import atomic_write
 
 __all__ = ["DICOMDIR_CLASS", "is_dicom", "read_dicom", "write_dicom"]
 
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
-_SUFFIXES = (".dcm", ".dicom", ".dic")
 
 
 def is_dicom(path: str | os.PathLike) -> bool:
-    """True when ``path`` looks like DICOM: the ``DICM`` preamble, a DICOM suffix, or a raw data set
-    starting with a group 0002/0008 element (files written without a preamble)."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    if head[128:132] == b"DICM" or path.name.lower().endswith(_SUFFIXES):
-        return True
-    if len(head) < 8:
-        return False
-    for order in ("<", ">"):
-        group, element = struct.unpack(order + "HH", head[:4])
-        if group in (0x0002, 0x0008) and element < 0x0100:
-            vr = head[4:6]
-            length = struct.unpack(order + "I", head[4:8])[0]
-            if (vr.isalpha() and vr.isupper()) or length < 0x1000:
-                return True
-    return False
+    """True when ``path`` looks like DICOM (:func:`~monai_anon_app.imageio.formats.sniff_format`): the ``DICM``
+    preamble, a raw data set starting with a group 0002/0008 element (files written without a preamble), or
+    a DICOM suffix on a file whose content is no other format (its reader then says what is wrong with it)."""
+    return sniff_format(path, names=True) == "dicom"
 
 
 def read_dicom(path: str | os.PathLike) -> FileDataset:

@@ -116,5 +116,5 @@ class OutputLayout:
             return f"written to {self.dst}"
         if self.keep_names:
             return f"written under {self.dst} with the input's names"
-        return (f"written under {self.dst}, named by new UIDs (DICOM) or keyed pseudonyms (PNG, NIfTI); only the "
+        return (f"written under {self.dst}, named by new UIDs (DICOM) or keyed pseudonyms (other formats); only the "
                 "mapping file, if asked for, links them to the inputs")

@@ -1,8 +1,10 @@
-"""Reading and writing 2D images (PNG, NIfTI) with their geometry and intensity scale kept.
+"""Reading and writing 2D images (PNG, NIfTI, NRRD, MetaImage) with their geometry and intensity scale kept.
 
 An :class:`Image2D` carries a ``(H, W)`` float32 pixel array plus whatever is needed to write a result
-back in the input's format, geometry and intensity scale: the PNG bit depth, or the NIfTI affine and
-header. DICOM lives in :mod:`monai_anon_app.dicom`.
+back in the input's format, geometry and intensity scale: the PNG bit depth, the NIfTI affine and
+header, or the ITK geometry of an NRRD or MetaImage file (read and written with ITK,
+:mod:`~monai_anon_app.imageio.itkio`). The format is sniffed from the content
+(:mod:`~monai_anon_app.imageio.formats`). DICOM lives in :mod:`monai_anon_app.dicom`.
 """
 
 from __future__ import annotations
@@ -18,10 +20,14 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from monai_anon_app.errors import InputError
+from monai_anon_app.imageio.formats import FORMAT_NAMES, IMAGE_FORMATS, IMAGE_SUFFIXES, NIFTI_SUFFIXES, sniff_format
+from monai_anon_app.imageio.geometry import plane_affine
+from monai_anon_app.imageio.itkio import WRITE_SUFFIX, read_header, read_pixels, write_volume
 from monai_anon_app.imageio.metadata import clean_nifti_header, save_png
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "NIFTI_SUFFIXES",
     "Image2D",
     "InputError",
     "atomic_write",
@@ -32,27 +38,12 @@ __all__ = [
     "write_image",
 ]
 
-PNG_SUFFIXES = (".png",)
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-DICOM_SUFFIXES = (".dcm", ".dicom")
-IMAGE_SUFFIXES = PNG_SUFFIXES + NIFTI_SUFFIXES + DICOM_SUFFIXES
-
 
 def image_format(path: str | os.PathLike) -> str | None:
-    """``"png"``, ``"nifti"``, ``"dicom"`` or ``None`` (not an image) from the name, or DICOM's preamble."""
-    name = str(path).lower()
-    if name.endswith(PNG_SUFFIXES):
-        return "png"
-    if name.endswith(NIFTI_SUFFIXES):
-        return "nifti"
-    if name.endswith(DICOM_SUFFIXES):
-        return "dicom"
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return None
-    return "dicom" if head[128:132] == b"DICM" else None
+    """``"png"``, ``"nifti"``, ``"dicom"``, ``"nrrd"``, ``"mha"`` or ``None`` (not an image): the sniffed content,
+    else what the name claims (:func:`~monai_anon_app.imageio.formats.sniff_format` with ``names``)."""
+    fmt = sniff_format(path, names=True)
+    return fmt if fmt in IMAGE_FORMATS else None
 
 
 @dataclass
@@ -66,6 +57,14 @@ class Image2D:
     @property
     def spacing(self) -> tuple[float, float]:
         return tuple(self.meta.get("spacing", (1.0, 1.0)))  # type: ignore[return-value]
+
+    @property
+    def affine(self) -> np.ndarray:
+        """The NIfTI (RAS) affine of the voxel axes ``(column, row, slice)``: the file's own (NIfTI; NRRD and
+        MetaImage through ITK), else origin 0 and identity direction at :attr:`spacing` (PNG)."""
+        if "affine" in self.meta:
+            return np.asarray(self.meta["affine"], dtype=np.float64)
+        return plane_affine(self.spacing)
 
 
 def validate_pixels(pixels: np.ndarray, name: str = "image") -> np.ndarray:
@@ -87,7 +86,8 @@ def validate_pixels(pixels: np.ndarray, name: str = "image") -> np.ndarray:
 
 
 def read_image(path: str | os.PathLike) -> Image2D:
-    """Read a PNG or NIfTI image as an :class:`Image2D`; raise :class:`InputError` with a reason."""
+    """Read a PNG, NIfTI, NRRD or MetaImage image as an :class:`Image2D`; raise :class:`InputError` with a
+    reason."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path} does not exist or is not a file")
@@ -96,9 +96,11 @@ def read_image(path: str | os.PathLike) -> Image2D:
         return _read_png(path)
     if fmt == "nifti":
         return _read_nifti(path)
+    if fmt in WRITE_SUFFIX:
+        return _read_itk(path, fmt)
     if fmt == "dicom":
         raise InputError(f"{path.name} is DICOM; read it with monai_anon_app.dicom")
-    raise InputError(f"{path.name} is not a PNG, NIfTI or DICOM image")
+    raise InputError(f"{path.name} is not a PNG, NIfTI, NRRD, MetaImage or DICOM image")
 
 
 def _read_png(path: Path) -> Image2D:
@@ -135,11 +137,40 @@ def _read_nifti(path: Path) -> Image2D:
     return Image2D(validate_pixels(data.T, path.name), "nifti", meta)
 
 
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: a failure leaves no partial file."""
+def _read_itk(path: Path, fmt: str) -> Image2D:
+    """An NRRD or MetaImage file (attached or detached data) through ITK: a 2D image or a single-slice volume
+    of one greyscale component."""
+    what = FORMAT_NAMES[fmt]
+    try:
+        header = read_header(path, fmt)
+    except RuntimeError:  # ITK's messages name server paths: the class is enough
+        raise InputError(f"{path.name} is not a readable {what} image (its header cannot be read)") from None
+    geometry = header.geometry
+    if header.components != 1:
+        raise InputError(f"{path.name} has {header.components} components per pixel (a colour or vector image); "
+                         "only greyscale is supported")
+    if geometry.dimension not in (2, 3):
+        raise InputError(f"{path.name} has {geometry.dimension} dimensions {geometry.size}; only 2D images or "
+                         "single-slice volumes are supported")
+    if geometry.dimension == 3 and 1 not in geometry.size:  # refused before its pixels are decoded
+        raise InputError(f"{path.name} has shape {geometry.size}; only 2D images or single-slice volumes are "
+                         "supported")
+    try:
+        data = read_pixels(path, fmt, geometry.dimension)
+    except RuntimeError:
+        raise InputError(f"{path.name} is not a readable {what} image (its pixel data cannot be read)") from None
+    meta = {"affine": geometry.ras_affine(), "geometry": geometry, "shape": data.shape,
+            "spacing": geometry.pixel_spacing(), "dtype": header.dtype}
+    return Image2D(validate_pixels(data, path.name), fmt, meta)
+
+
+def atomic_write(path: str | os.PathLike, write, suffix: str | None = None) -> None:
+    """Call ``write(tmp_path)`` then rename onto ``path``: a failure leaves no partial file. The temporary
+    file ends in ``suffix`` (default: ``path``'s suffixes), for writers that choose their format by name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix="".join(path.suffixes), dir=path.parent)
+    suffix = "".join(path.suffixes) if suffix is None else suffix
+    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
@@ -164,8 +195,10 @@ def new_nifti(pixels: np.ndarray, spacing: tuple[float, float]) -> Image2D:
 
 
 def write_image(path: str | os.PathLike, pixels: np.ndarray, like: Image2D) -> None:
-    """Write ``pixels (H, W)`` in ``like``'s format, geometry and intensity type, atomically; no free text of
-    ``like``'s file comes along (:mod:`~monai_anon_app.imageio.metadata`)."""
+    """Write ``pixels (H, W)`` in ``like``'s format, geometry and intensity type (float32 for NIfTI, NRRD and
+    MetaImage), atomically; no free text of ``like``'s file comes along (:mod:`~monai_anon_app.imageio.metadata`,
+    :func:`~monai_anon_app.imageio.itkio.write_volume`). NRRD and MetaImage files hold their pixels, whatever
+    the name (a ``.nhdr`` or ``.mhd`` name too)."""
     pixels = np.asarray(pixels, dtype=np.float32)
     if pixels.shape != like.pixels.shape:
         raise ValueError(f"result shape {pixels.shape} differs from the input's {like.pixels.shape}")
@@ -180,5 +213,9 @@ def write_image(path: str | os.PathLike, pixels: np.ndarray, like: Image2D) -> N
         data = pixels.T.reshape(like.meta["shape"])
         img = nib.Nifti1Image(data, like.meta["affine"], header)
         atomic_write(path, lambda tmp: nib.save(img, tmp))
+    elif like.format in WRITE_SUFFIX:  # float32 in the input's ITK geometry; nothing else of its header
+        data = pixels.reshape(like.meta["shape"])
+        fmt, geometry = like.format, like.meta["geometry"]
+        atomic_write(path, lambda tmp: write_volume(tmp, data, geometry, fmt), suffix=WRITE_SUFFIX[fmt])
     else:
         raise InputError(f"cannot write format {like.format!r} here")

@@ -5,7 +5,9 @@ NIfTI-1 has free-text fields that tools fill with anything, patient names includ
 ``aux_file``, ``intent_name``, ``db_name`` and the Analyze leftover ``data_type``) and header extensions
 that can hold whole documents (DICOM headers, XML). PNG has text chunks (tEXt, zTXt, iTXt), a time
 chunk and EXIF. Every NIfTI written goes through :func:`clean_nifti_header` and every PNG through
-:func:`save_png`.
+:func:`save_png`. NRRD key/value pairs and MetaImage header fields are free text too: those files are
+written from a new ITK image holding only pixels and geometry
+(:func:`~monai_anon_app.imageio.itkio.write_volume`).
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ from monailabel.endpoints.user.auth import RBAC, User, get_current_user
 from monailabel.interfaces.utils.app import app_instance
 from starlette.requests import Request
 
+from monai_anon_app.imageio.formats import IMAGE_KINDS
 from monai_anon_app.server.auth import current_user
 from monai_anon_app.server.datastore import image_path
 from monai_anon_app.server.infer import find_task
@@ -95,7 +96,7 @@ async def save_upload(upload: UploadFile, folder: Path, limit: int, archives: bo
     fmt = await run_in_threadpool(probe_format, raw)
     if fmt is None:
         nor = " nor a zip of DICOM files" if archives else ""
-        raise RequestError(415, f"{name} is not a PNG, NIfTI or DICOM image{nor}")
+        raise RequestError(415, f"{name} is not a {IMAGE_KINDS} image{nor}")
     if fmt == "zip" and not archives:
         raise RequestError(415, f"{name} {ZIP_REFUSED}")
     suffix = SUFFIX[fmt]

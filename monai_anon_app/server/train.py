@@ -5,6 +5,11 @@ tasks read ``patient_id`` and ``finding`` from the datastore's image info, print
 step (``GET /train/`` shows the last lines), keep ``train_stats_<name>.json`` next to the published
 models (``/info`` → ``train_stats``), train into a staging folder and publish it with
 :meth:`ModelStore.publish`, which the infer tasks pick up at their next request.
+
+The disentangler task takes MONAI Label's own multi-GPU options: ``multi_gpu`` trains on several processes with
+torch DDP (the same path as ``monai-anon train --nproc N``), one per GPU that MONAI Label leaves visible (it sets
+``CUDA_VISIBLE_DEVICES`` from ``gpus`` before the task runs), or ``processes`` processes on a machine without
+CUDA (gloo on the CPU).
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ import contextlib
 import csv
 import json
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 
@@ -30,12 +37,15 @@ from monai_anon_app.server.params import IGNORED_KEYS, MAX_SEED, Option, parse_o
 from monai_anon_app.server.request_errors import RequestError
 from monai_anon_app.training.fit import CONFIG_DIR, retrain_identity_generator, train_model
 
-__all__ = ["BUNDLED_CONFIGS", "TRAIN_TASKS", "DisentanglerTrainTask", "IdentityVAETrainTask"]
+__all__ = ["BUNDLED_CONFIGS", "TRAIN_TASKS", "DisentanglerTrainTask", "IdentityVAETrainTask", "ddp_processes"]
 
 BUNDLED_CONFIGS = tuple(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
-# keys MONAI Label itself puts into train requests
+# keys MONAI Label itself puts into train requests (ignored unless a task declares them as options)
 TRAIN_IGNORED = IGNORED_KEYS | {"gpus", "local_rank", "multi_gpu", "bundle_path", "dataset", "max_epochs",
                                 "early_stop_patience", "pretrained", "name"}
+GPUS = re.compile(r"all|\d+(,\d+)*")
+#: most DDP processes a request may ask for on a machine without CUDA
+MAX_CPU_PROCESSES = 64
 
 
 class ModelTrainTask(TrainTask):
@@ -56,8 +66,14 @@ class ModelTrainTask(TrainTask):
         return {**super().info(), "options": {o.name: o.describe() for o in self.options}}
 
     def parse(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Strict option parsing for the REST endpoint (MONAI Label's own keys are ignored)."""
-        return parse_options(self.options, {k: v for k, v in params.items() if k not in TRAIN_IGNORED})
+        """Strict option parsing for the REST endpoint (MONAI Label's own keys are ignored unless they are options
+        of this task)."""
+        names = {o.name for o in self.options}
+        options = parse_options(self.options, {k: v for k, v in params.items() if k in names or k not in TRAIN_IGNORED})
+        if "gpus" in options and not GPUS.fullmatch(options["gpus"].replace(" ", "")):
+            raise RequestError(422, f"option 'gpus' must be all or comma-separated GPU indices like 0,1, not "
+                                    f"{options['gpus'][:40]!r}")
+        return options
 
     @property
     def stats_file(self) -> Path:
@@ -77,7 +93,7 @@ class ModelTrainTask(TrainTask):
         with contextlib.suppress(OSError):
             os.nice(10)  # leave the CPU to the server and its inference workers first
         names = {o.name for o in self.options}
-        options = parse_options(self.options, {k: v for k, v in request.items() if k in names})
+        options = self.parse({k: v for k, v in request.items() if k in names})
         stats: dict[str, Any] = {"status": "RUNNING", "task": self.name, "start_ts": time.time(), "step": 0,
                                  "total_steps": None, "options": options}
         self._write_stats(stats)
@@ -145,6 +161,12 @@ class DisentanglerTrainTask(ModelTrainTask):
                nullable=True),
         Option("config", str, None, "start from a bundled config instead of the served model's "
                f"({', '.join(BUNDLED_CONFIGS) or 'none bundled'})", choices=BUNDLED_CONFIGS, nullable=True),
+        Option("multi_gpu", bool, False, "train on several processes with torch DDP (each step's patients split "
+               "between them): one per GPU in gpus (NCCL), or `processes` on a machine without CUDA (gloo)"),
+        Option("gpus", str, "all", "GPUs for multi_gpu: all, or comma-separated indices like 0,1 (MONAI Label "
+               "limits CUDA_VISIBLE_DEVICES to them before the task runs)"),
+        Option("processes", int, 2, "DDP processes for multi_gpu on a machine without CUDA (gloo on the CPU)",
+               minimum=1, maximum=MAX_CPU_PROCESSES),
     )
 
     def base_config(self, name: str | None) -> TrainConfig:
@@ -159,16 +181,32 @@ class DisentanglerTrainTask(ModelTrainTask):
             if options[key] is not None:
                 setattr(cfg, key, options[key])
         _check_records(records, list(cfg.classes))
+        nproc = ddp_processes(options, torch.cuda.device_count() if torch.cuda.is_available() else 0)
+        stats["processes"] = nproc
+        if nproc > 1:
+            print(f"{self.name}: training on {nproc} processes (torch DDP)", flush=True)
         staged = self.store.staging_dir()
         with tempfile.TemporaryDirectory(prefix="labels-", dir=self.store.root) as data_dir:
             _write_labels(records, Path(data_dir))
             cfg.data = data_dir
             every = max(1, cfg.steps // 20)
-            train_model(cfg, staged, progress=False,
+            train_model(cfg, staged, progress=False, nproc=nproc,
                         on_step=lambda log: self.progress(stats, log.step, cfg.steps, log.losses, every))
         cfg.data = None  # the published config must not point at a deleted folder
         cfg.save(staged / "config.yaml")
         return self.store.publish(staged)
+
+
+def ddp_processes(options: dict[str, Any], cuda_devices: int) -> int:
+    """How many training processes a request's ``multi_gpu``/``gpus``/``processes`` ask for on a machine with
+    ``cuda_devices`` visible GPUs: 1 without ``multi_gpu``; else one per GPU (those of ``gpus`` when MONAI Label
+    has not already narrowed the visible ones to them), or ``processes`` without CUDA."""
+    if not options.get("multi_gpu"):
+        return 1
+    if cuda_devices:
+        gpus = options.get("gpus") or "all"
+        return cuda_devices if gpus == "all" else min(cuda_devices, len(gpus.split(",")))
+    return options.get("processes") or 1
 
 
 class IdentityVAETrainTask(ModelTrainTask):

@@ -1,12 +1,16 @@
 """Images in and out of the infer tasks: one 2D image from a file or a DICOM series folder, and float
 NIfTI results in the input's geometry and intensity units.
 
-Input geometry becomes a NIfTI (RAS) affine for the axes ``(i, j, k) = (column, row, slice)``:
+Input geometry becomes a NIfTI (RAS) affine for the axes ``(i, j, k) = (column, row, slice)``
+(:class:`~monai_anon_app.imageio.geometry.Geometry`):
 
 * NIfTI input: its own affine and header, unchanged;
-* DICOM input: what ITK/GDCM (and so 3D Slicer) derive from the file: Image Position/Orientation
+* NRRD and MetaImage input (a 2D image, or a single-slice volume as 3D Slicer saves one): the geometry ITK
+  reads from its header;
+* DICOM input: the geometry ITK/GDCM (and so 3D Slicer) read from the file (Image Position/Orientation
   (Patient) when present, else the origin and the identity LPS direction; Imager Pixel Spacing first
-  for CR/DX (as GDCM does), else Pixel Spacing;
+  for CR/DX, else Pixel Spacing); a file GDCM cannot read keeps the origin, the identity direction and
+  the pixel spacing pydicom found;
 * PNG input: 1 mm pixels, identity LPS direction.
 
 Intensities are the input's own units: for DICOM the modality rescale applied and MONOCHROME1 shown
@@ -15,7 +19,6 @@ bright-is-dense (``lo + hi - v`` over the stored range), which is again what ITK
 
 from __future__ import annotations
 
-import gzip
 import os
 import re
 import struct
@@ -29,18 +32,19 @@ import numpy as np
 import pydicom
 
 from monai_anon_app.dicom.files import is_dicom, read_dicom
-from monai_anon_app.dicom.pixels import PROJECTION_CLASSES, image_from_dataset, model_refusal
+from monai_anon_app.dicom.pixels import image_from_dataset, model_refusal
 from monai_anon_app.errors import InputError
+from monai_anon_app.imageio.formats import IMAGE_KINDS, sniff_format
 from monai_anon_app.imageio.images import Image2D, atomic_write, read_image
+from monai_anon_app.imageio.itkio import read_header
 from monai_anon_app.imageio.metadata import clean_nifti_header
 from monai_anon_app.server.request_errors import RequestError
 
 __all__ = ["UPLOAD_NAME", "ZIP_REFUSED", "InputImage", "check_id", "client_name", "dicom_files", "load_input",
            "nifti_bytes", "probe_format", "unpack_zip", "write_result"]
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header, or the end record of an empty archive
-SUFFIX = {"png": ".png", "nifti": ".nii.gz", "dicom": ".dcm", "zip": ".zip"}
+#: the suffix an upload of each sniffed format is saved under (a NIfTI upload: ``.nii`` or ``.nii.gz`` by content)
+SUFFIX = {"png": ".png", "nifti": ".nii.gz", "dicom": ".dcm", "nrrd": ".nrrd", "mha": ".mha", "zip": ".zip"}
 #: how messages name an upload that came without a usable file name
 UPLOAD_NAME = "the uploaded file"
 MAX_ZIP_MEMBERS = 10_000
@@ -80,47 +84,9 @@ def client_name(filename: str | None) -> str:
 
 
 def probe_format(path: str | os.PathLike) -> str | None:
-    """``"png"``, ``"nifti"``, ``"dicom"``, ``"zip"`` or ``None`` from the file's first bytes (names are not
-    trusted)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(352)
-    except OSError:
-        return None
-    if head.startswith(PNG_MAGIC):
-        return "png"
-    if head.startswith(ZIP_MAGIC):
-        return "zip"
-    if head[128:132] == b"DICM":
-        return "dicom"
-    if head[:2] == b"\x1f\x8b":
-        try:
-            with gzip.open(path, "rb") as fh:
-                head = fh.read(352)
-        except (OSError, EOFError):
-            return None
-    if _is_nifti_header(head):
-        return "nifti"
-    if len(head) >= 8 and head[:2] != b"\x1f\x8b":  # a DICOM data set written without the Part 10 preamble
-        for order in ("<", ">"):
-            group, element = struct.unpack(order + "HH", head[:4])
-            explicit_vr = head[4:6].isalpha() and head[4:6].isupper()
-            short = struct.unpack(order + "I", head[4:8])[0] < 4096
-            if group in (0x0002, 0x0008) and element < 0x0100 and (explicit_vr or short):
-                return "dicom"
-    return None
-
-
-def _is_nifti_header(head: bytes) -> bool:
-    if len(head) >= 348:
-        for order in ("<", ">"):
-            if struct.unpack(order + "i", head[:4])[0] == 348 and head[344:347] in (b"n+1", b"ni1"):
-                return True
-    if len(head) >= 12:
-        for order in ("<", ">"):
-            if struct.unpack(order + "i", head[:4])[0] == 540 and head[4:7] in (b"n+2", b"ni2"):
-                return True
-    return False
+    """``"png"``, ``"nifti"``, ``"dicom"``, ``"nrrd"``, ``"mha"``, ``"zip"`` or ``None`` from the file's first
+    bytes (names are not trusted): :func:`~monai_anon_app.imageio.formats.sniff_format`."""
+    return sniff_format(path)
 
 
 def dicom_files(folder: Path) -> list[Path]:
@@ -211,11 +177,19 @@ def _probe_size(path: Path, fmt: str, max_side: int, name: str) -> None:
         except Exception:
             return
         _check_size(rows, cols, name, max_side)
+    elif fmt in ("nrrd", "mha"):
+        try:
+            geometry = read_header(path, fmt).geometry
+        except RuntimeError:
+            return  # the reader reports it
+        if geometry.dimension >= 2:
+            _check_size(*geometry.plane_shape(), name, max_side)
 
 
 def load_input(path: str | os.PathLike, max_side: int, check_model: bool = True,
                scratch: str | os.PathLike | None = None, name: str | None = None) -> InputImage:
-    """Read one 2D image (PNG, NIfTI, DICOM file, or a folder holding one DICOM image) for the model.
+    """Read one 2D image (PNG, NIfTI, NRRD, MetaImage, DICOM file, or a folder holding one DICOM image) for
+    the model.
 
     Raises :class:`RequestError`: 415 not an image, 413 too large, 422 unreadable / not 2D / refused by the
     model (a DICOM object that is not a projection radiograph) — each with a one-sentence reason that
@@ -234,7 +208,7 @@ def load_input(path: str | os.PathLike, max_side: int, check_model: bool = True,
     shown = name or path.name
     fmt = probe_format(path)
     if fmt is None:
-        raise RequestError(415, f"{shown} is not a PNG, NIfTI or DICOM image")
+        raise RequestError(415, f"{shown} is not a {IMAGE_KINDS} image")
     if fmt == "zip":
         raise RequestError(415, f"{shown} {ZIP_REFUSED}")
     _probe_size(path, fmt, max_side, shown)
@@ -242,32 +216,26 @@ def load_input(path: str | os.PathLike, max_side: int, check_model: bool = True,
     try:
         if fmt == "dicom":
             return _load_dicom(path, check_model, shown)
-        readable = _with_suffix(path, fmt, Path(scratch) if scratch else None, shown)
+        if fmt == "nifti":  # nibabel goes by the name; the other readers by content
+            readable = _with_suffix(path, Path(scratch) if scratch else None, shown)
         image = read_image(readable)
     except InputError as exc:  # the readers name files by their path on this server: name it as the client does
         names = sorted({str(readable), str(path), readable.name, path.name} - {shown}, key=len, reverse=True)
         text = re.sub("|".join(map(re.escape, names)), lambda _: shown, str(exc)) if names else str(exc)
         raise RequestError(422, text) from None
-    if fmt == "nifti":
-        affine = np.asarray(image.meta["affine"], dtype=np.float64)
-    else:
-        affine = _lps_affine(image.spacing, None, None)
-    return InputImage(image, affine, shown)
+    return InputImage(image, image.affine, shown)
 
 
-def _with_suffix(path: Path, fmt: str, scratch: Path | None, shown: str) -> Path:
-    """``path`` when its name matches its content, else a link with the right suffix in ``scratch``
-    (the readers go by suffix; uploads and session files may arrive with any name)."""
-    if fmt == "png":
-        suffix = ".png"
-    else:
-        with open(path, "rb") as fh:
-            suffix = ".nii.gz" if fh.read(2) == b"\x1f\x8b" else ".nii"
+def _with_suffix(path: Path, scratch: Path | None, shown: str) -> Path:
+    """The NIfTI file ``path`` when its name says so, else a link with the right suffix in ``scratch``
+    (nibabel goes by suffix; uploads and session files may arrive with any name)."""
+    with open(path, "rb") as fh:
+        suffix = ".nii.gz" if fh.read(2) == b"\x1f\x8b" else ".nii"
     name = path.name.lower()
     if name.endswith(suffix) and not (suffix == ".nii" and name.endswith(".nii.gz")):
         return path
     if scratch is None:
-        raise RequestError(415, f"{shown} holds a {fmt.upper()} image but its name does not say so")
+        raise RequestError(415, f"{shown} holds a NIfTI image but its name does not say so")
     target = Path(scratch) / f"{path.name.split('.')[0] or 'input'}{suffix}"
     target.unlink(missing_ok=True)
     os.symlink(path.resolve(), target)
@@ -281,42 +249,21 @@ def _load_dicom(path: Path, check_model: bool, shown: str) -> InputImage:
         if reason:
             raise RequestError(422, f"{shown}: {reason[0].lower()}{reason[1:]}")
     image = image_from_dataset(ds, shown)
-    ipp, iop = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
-    affine = _lps_affine(_dicom_spacing(ds, image.spacing), ipp, iop)
-    return InputImage(image, affine, shown, [path])
+    image.meta["affine"] = _dicom_affine(path, image)
+    return InputImage(image, image.affine, shown, [path])
 
 
-def _dicom_spacing(ds, fallback: tuple[float, float]) -> tuple[float, float]:
-    """(row, column) spacing in mm as GDCM chooses it: Imager Pixel Spacing for projection radiographs."""
-
-    names = ("ImagerPixelSpacing", "PixelSpacing")
-    if str(ds.get("SOPClassUID", "")) not in PROJECTION_CLASSES:
-        names = names[::-1]
-    for name in names:
-        value = ds.get(name)
-        try:
-            if value is not None and len(value) == 2 and all(float(v) > 0 for v in value):
-                return float(value[0]), float(value[1])
-        except (TypeError, ValueError):
-            continue
-    return fallback
-
-
-def _lps_affine(spacing: tuple[float, float], position, orientation) -> np.ndarray:
-    """NIfTI (RAS) affine for ``(column, row, slice)`` from DICOM-style LPS position/orientation."""
-    row_mm, col_mm = float(spacing[0]), float(spacing[1])
-    along_row, along_col = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
-    if orientation is not None and len(orientation) == 6:
-        cosines = np.asarray([float(v) for v in orientation])
-        if np.all(np.isfinite(cosines)) and np.linalg.norm(np.cross(cosines[:3], cosines[3:])) > 0.5:
-            along_row, along_col = cosines[:3], cosines[3:]
-    origin = np.zeros(3)
-    if position is not None and len(position) == 3:
-        origin = np.asarray([float(v) for v in position])
-    normal = np.cross(along_row, along_col)
-    lps = np.eye(4)
-    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = along_row * col_mm, along_col * row_mm, normal, origin
-    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+def _dicom_affine(path: Path, image: Image2D) -> np.ndarray:
+    """The geometry ITK/GDCM (3D Slicer's reader) gives the DICOM image ``path``, as a NIfTI affine; when
+    GDCM cannot read the file, or sees another image in it, the origin with the identity direction at the
+    pixel spacing pydicom found."""
+    try:
+        geometry = read_header(path, "dicom").geometry
+    except RuntimeError:
+        return image.affine
+    if geometry.dimension < 2 or geometry.plane_shape() != image.pixels.shape:
+        return image.affine
+    return geometry.ras_affine()
 
 
 def write_result(path: str | os.PathLike, source: InputImage, images: list[np.ndarray]) -> Path:

@@ -16,7 +16,9 @@ from monai_anon_app.data.phantoms import Cohort
 from monai_anon_app.modelfolder.config import TrainConfig
 from monai_anon_app.modelfolder.folder import CaseBank, load_model, save_model
 from monai_anon_app.networks import DisentanglementModel, IdentityVAE, nearest_distance
+from monai_anon_app.training.distributed import current_ranks
 from monai_anon_app.training.identity_vae import calibrate_novelty, train_identity_vae
+from monai_anon_app.training.launch import launch
 from monai_anon_app.training.trainer import DisentanglerTrainer, StepLog, encode_all
 
 __all__ = ["CONFIG_DIR", "NO_MASKS_WARNING", "build_bank", "fit_identity_generator", "load_training_data",
@@ -81,8 +83,19 @@ def fit_identity_generator(model: DisentanglementModel, train: ImageSet, held_ou
 
 def train_model(cfg: TrainConfig, out_dir: str | Path, progress: bool = True,
                 on_step: Callable[[StepLog], None] | None = None,
-                should_stop: Callable[[], bool] | None = None) -> Path:
-    """Train everything ``cfg`` describes into ``out_dir``; resumes from ``out_dir/checkpoint.pt``."""
+                should_stop: Callable[[], bool] | None = None, nproc: int = 1) -> Path:
+    """Train everything ``cfg`` describes into ``out_dir``; resumes from ``out_dir/checkpoint.pt``.
+
+    ``nproc`` > 1 trains the disentangler on that many processes with torch DDP (torchrun, see
+    :mod:`~monai_anon_app.training.launch`; one GPU each when CUDA is available) and returns when they are done;
+    each step's batch of patients is split between them. Inside such a process group (a torchrun worker) every
+    rank trains its share and rank 0 alone writes the checkpoint and the model folder.
+    """
+    if nproc < 1:
+        raise ValueError(f"the number of training processes must be at least 1, not {nproc}")
+    if nproc > 1:
+        return launch(cfg, out_dir, nproc, progress=progress, on_step=on_step, should_stop=should_stop)
+    ranks = current_ranks()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -90,11 +103,13 @@ def train_model(cfg: TrainConfig, out_dir: str | Path, progress: bool = True,
     train, held_out = data.split_patients(cfg.calibration_fraction, seed=cfg.seed)
     if len(set(train.patient_ids)) < 2 or len(held_out) == 0:
         raise ValueError("training needs at least 2 training patients and 1 held-out calibration patient")
-    cfg.save(out / "config.yaml")
-    if train.masks is None or not cfg.use_masks:
-        warnings.warn(NO_MASKS_WARNING, stacklevel=2)
-    trainer = DisentanglerTrainer(cfg, train, out)
-    bar = tqdm(total=cfg.steps, initial=trainer.step, desc="disentangler", unit="step", disable=not progress)
+    if ranks.main:
+        cfg.save(out / "config.yaml")
+        if train.masks is None or not cfg.use_masks:
+            warnings.warn(NO_MASKS_WARNING, stacklevel=2)
+    trainer = DisentanglerTrainer(cfg, train, out, ranks=ranks)
+    bar = tqdm(total=cfg.steps, initial=trainer.step, desc="disentangler", unit="step",
+               disable=not (progress and ranks.main))
 
     def _on_step(log: StepLog) -> None:
         bar.update(1)
@@ -105,15 +120,16 @@ def train_model(cfg: TrainConfig, out_dir: str | Path, progress: bool = True,
 
     model = trainer.train(on_step=_on_step, should_stop=should_stop)
     bar.close()
-    if trainer.step < cfg.steps:
-        return out  # stopped early: the checkpoint lets a later call resume
+    if trainer.step < cfg.steps or not ranks.main:
+        return out  # stopped early: the checkpoint lets a later call resume; or not rank 0: rank 0 finishes
+    model, judge = model.cpu(), trainer.judge.cpu()  # (trained on a GPU when a DDP rank had one)
     bank = build_bank(model, train, cfg.classes)
     vbar = tqdm(total=cfg.vae_steps, desc="identity VAE", unit="step", disable=not progress)
     vae, calibration = fit_identity_generator(model, train, held_out, bank.identities, cfg,
                                               on_step=lambda *_: vbar.update(1))
     vbar.close()
     calibration["training_seconds"] = round(time.perf_counter() - t0, 1)
-    return save_model(out, cfg, model, vae, bank, calibration, finding_judge=trainer.judge)
+    return save_model(out, cfg, model, vae, bank, calibration, finding_judge=judge)
 
 
 def retrain_identity_generator(source: str | Path, data: ImageSet, out_dir: str | Path, steps: int | None = None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +20,16 @@ from monai_anon_app.data.datasets import ImageSet, PatientBatchSampler
 from monai_anon_app.data.transforms import jitter
 from monai_anon_app.modelfolder.config import TrainConfig
 from monai_anon_app.networks import DisentanglementModel, make_discriminator, split_medical
+from monai_anon_app.training.distributed import (
+    Ranks,
+    all_gather_objects,
+    average_gradients,
+    average_values,
+    broadcast_module,
+    broadcast_tensors,
+    current_ranks,
+    rank_seed,
+)
 from monai_anon_app.training.finding_judge import fit_finding_judge, freeze, make_finding_judge
 from monai_anon_app.training.losses import (
     hinge_d_loss,
@@ -30,9 +42,14 @@ from monai_anon_app.training.losses import (
     weighted_l1,
 )
 
-__all__ = ["DisentanglerTrainer", "StepLog"]
+__all__ = ["CHECKPOINT", "TRACE_ENV", "DisentanglerTrainer", "StepLog", "check_resumable",
+           "checkpoint_world_size"]
 
 CHECKPOINT = "checkpoint.pt"
+#: a folder: when set, every rank appends one JSON line per step to ``rank<R>.jsonl`` there (the indices of the
+#: training patients its batch held, and checksums of the weights and of the finding judge), to check that
+#: the ranks split each batch and keep identical weights (docs/scaling.md)
+TRACE_ENV = "MONAI_ANON_TRAIN_TRACE"
 
 
 @dataclass
@@ -47,10 +64,18 @@ class DisentanglerTrainer:
 
     ``train(on_step=...)`` runs until ``cfg.steps``; call it again after a restart to resume from the
     last checkpoint (model, optimisers, sampler and RNG states).
+
+    Inside a torch process group (``ranks``, default: the initialised group, else one process) every rank
+    trains on its share of each step's patients, gradients are averaged across ranks before every optimiser
+    step, the weights start from rank 0's and the frozen finding judge is trained on rank 0 and broadcast;
+    rank 0 alone writes the checkpoint (with every rank's random state: resume with as many processes).
     """
 
-    def __init__(self, cfg: TrainConfig, data: ImageSet, out_dir: str | Path, device: str = "cpu") -> None:
-        self.cfg, self.data, self.out_dir, self.device = cfg, data, Path(out_dir), torch.device(device)
+    def __init__(self, cfg: TrainConfig, data: ImageSet, out_dir: str | Path, device: str | None = None,
+                 ranks: Ranks | None = None) -> None:
+        self.ranks = ranks or current_ranks()
+        self.cfg, self.data, self.out_dir = cfg, data, Path(out_dir)
+        self.device = torch.device(device or self.ranks.device)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -73,14 +98,21 @@ class DisentanglerTrainer:
                                                          pct_start=0.05, anneal_strategy="cos")
         self.ssim = SSIMLoss(spatial_dims=cfg.model.spatial_dims, data_range=1.0, win_size=7)
         self.sampler = PatientBatchSampler(data.patient_ids, cfg.patients_per_batch, cfg.images_per_patient,
-                                           seed=cfg.seed)
-        self.gen = torch.Generator().manual_seed(cfg.seed)
+                                           seed=cfg.seed, rank=self.ranks.rank, world=self.ranks.world)
+        self.gen = torch.Generator().manual_seed(rank_seed(cfg.seed, self.ranks.rank))
         self.step = 0
+        self.batch = torch.zeros(0, dtype=torch.long)  # the last step's images (indices into ``data``)
         self.judge = freeze(make_finding_judge(cfg.model.image_size, len(cfg.classes), cfg.judge,
                                                cfg.model.spatial_dims)).to(self.device)
         if not self._resume():
-            self.judge = fit_finding_judge(self.images, self.y, len(cfg.classes), cfg.judge,
-                                           torch.Generator().manual_seed(cfg.seed)).to(self.device)
+            if self.ranks.main:
+                self.judge = fit_finding_judge(self.images, self.y, len(cfg.classes), cfg.judge,
+                                               torch.Generator().manual_seed(cfg.seed)).to(self.device)
+            if self.ranks.distributed:  # one judge for all: rank 0's; and the same starting weights everywhere
+                broadcast_module(self.judge)
+                broadcast_module(self.model)
+                broadcast_module(self.disc)
+        self._trace = Path(os.environ[TRACE_ENV]) if os.environ.get(TRACE_ENV) else None
 
     # -- checkpoints ------------------------------------------------------------------------------
     def _resume(self) -> bool:
@@ -89,6 +121,9 @@ class DisentanglerTrainer:
         if not path.is_file():
             return False
         state = torch.load(path, map_location=self.device, weights_only=False)
+        world = state.get("world_size", 1)
+        check_resumable(path, world, self.ranks.world)
+        rng = state["rank_rng"][self.ranks.rank] if world > 1 else state
         self.model.load_state_dict(state["model"])
         self.judge.load_state_dict(state["judge"])
         self.disc.load_state_dict(state["disc"])
@@ -96,19 +131,27 @@ class DisentanglerTrainer:
         self.opt_d.load_state_dict(state["opt_d"])
         self.sched.load_state_dict(state["sched"])
         self.sampler.rng.bit_generator.state = state["sampler_rng"]
-        self.gen.set_state(state["gen"])
-        torch.set_rng_state(state["torch_rng"])
+        self.gen.set_state(rng["gen"].cpu())  # (map_location moved them to a rank's GPU)
+        torch.set_rng_state(rng["torch_rng"].cpu())
         self.step = state["step"]
         return True
 
     def save_checkpoint(self) -> None:
+        """Write ``out_dir/checkpoint.pt`` (rank 0); with several ranks every rank must call it (it gathers
+        their random states)."""
+        rng = {"gen": self.gen.get_state(), "torch_rng": torch.get_rng_state()}
+        every_rank = all_gather_objects(rng) if self.ranks.distributed else None
+        if not self.ranks.main:
+            return
         state = {
             "model": self.model.state_dict(), "judge": self.judge.state_dict(), "disc": self.disc.state_dict(),
             "opt": self.opt.state_dict(),
             "opt_d": self.opt_d.state_dict(), "sched": self.sched.state_dict(),
-            "sampler_rng": self.sampler.rng.bit_generator.state, "gen": self.gen.get_state(),
-            "torch_rng": torch.get_rng_state(), "step": self.step,
+            "sampler_rng": self.sampler.rng.bit_generator.state, **rng, "step": self.step,
+            "world_size": self.ranks.world,
         }
+        if every_rank is not None:
+            state["rank_rng"] = every_rank
         tmp = self.out_dir / (CHECKPOINT + ".tmp")
         torch.save(state, tmp)
         tmp.replace(self.out_dir / CHECKPOINT)
@@ -140,6 +183,7 @@ class DisentanglerTrainer:
     def train_step(self) -> dict[str, float]:
         cfg, w, m = self.cfg, self.cfg.weights, self.model
         idx = torch.from_numpy(next(iter(self.sampler)))
+        self.batch = idx
         x, y, p = self.images[idx].to(self.device), self.y[idx].to(self.device), self.p[idx].to(self.device)
         oracle = self.masks[idx].to(self.device) if self.masks is not None else None
         m.train()
@@ -197,6 +241,8 @@ class DisentanglerTrainer:
             total = total + ramp * (w.swap * sum(swap.values()) + w.cycle * losses["cyc"] + w.judge * losses["judge"])
         self.opt.zero_grad(set_to_none=True)
         total.backward()
+        if self.ranks.distributed:
+            average_gradients(m.parameters(), self.sampler.fraction)
         torch.nn.utils.clip_grad_norm_(m.parameters(), 5.0)
         self.opt.step()
         self.sched.step()
@@ -207,10 +253,35 @@ class DisentanglerTrainer:
             d_loss = hinge_d_loss(real_logits, fake_logits)
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
+            if self.ranks.distributed:
+                average_gradients(self.disc.parameters(), self.sampler.fraction)
             self.opt_d.step()
             losses["disc"] = d_loss
         self.step += 1
-        return {k: float(v.detach()) for k, v in losses.items()}
+        values = {k: float(v.detach()) for k, v in losses.items()}
+        if self.ranks.distributed:  # the global batch's losses, as one process would report them
+            self._sync_buffers()
+            values = average_values(values, self.sampler.fraction, self.ranks.device)
+        return values
+
+    def _sync_buffers(self) -> None:
+        """Rank 0's buffers (running statistics, if a network has them) on every rank, as DDP keeps them."""
+        buffers = [b for net in (self.model, self.disc) for b in net.buffers()]
+        if buffers:
+            broadcast_tensors(buffers)
+
+    def _write_trace(self) -> None:
+        """One line of ``TRACE_ENV``'s per-rank log: this step's patients (indices into the sorted training
+        patients, never their IDs) and checksums of the weights."""
+        with torch.no_grad():
+            weights = float(sum(p.double().sum() for p in self.model.parameters()))
+            judge = float(sum(p.double().sum() for p in self.judge.parameters()))
+        line = {"step": self.step, "rank": self.ranks.rank, "world": self.ranks.world,
+                "patients": sorted(set(self.p[self.batch].tolist())), "images": len(self.batch),
+                "weights": weights, "judge": judge}
+        self._trace.mkdir(parents=True, exist_ok=True)
+        with open(self._trace / f"rank{self.ranks.rank}.jsonl", "a") as fh:
+            fh.write(json.dumps(line) + "\n")
 
     def train(self, on_step: Callable[[StepLog], None] | None = None,
               should_stop: Callable[[], bool] | None = None) -> DisentanglementModel:
@@ -220,12 +291,29 @@ class DisentanglerTrainer:
                 break
             t0 = time.perf_counter()
             losses = self.train_step()
+            if self._trace is not None:
+                self._write_trace()
             if on_step is not None:
                 on_step(StepLog(self.step, losses, time.perf_counter() - t0))
             if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
                 self.save_checkpoint()
         self.model.eval()
         return self.model
+
+
+def checkpoint_world_size(out_dir: str | Path) -> int | None:
+    """How many processes wrote ``out_dir``'s checkpoint (``None`` when there is none)."""
+    path = Path(out_dir) / CHECKPOINT
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False).get("world_size", 1)
+
+
+def check_resumable(path: Path, written_by: int, world: int) -> None:
+    """``ValueError`` unless a checkpoint written by ``written_by`` processes can resume on ``world``."""
+    if written_by != world:
+        raise ValueError(f"{path} was written by a training on {written_by} process(es), this one runs on "
+                         f"{world}: resume it with --nproc {written_by}, or train into a new folder")
 
 
 def leakage_loss(adversary: torch.nn.Module, features: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from monai_anon_app.cli import main
+from monai_anon_app.imageio.formats import IMAGE_KINDS
 from monai_anon_app.imageio.images import read_image
 
 
@@ -92,7 +93,7 @@ def _bad_inputs(root: Path) -> dict[str, tuple[Path, str]]:
     (root / "empty").mkdir()
     return {
         "missing": (root / "missing.png", "does not exist"),
-        "non-image": (root / "notes.txt", "not a PNG, NIfTI or DICOM"),
+        "non-image": (root / "notes.txt", f"not a {IMAGE_KINDS}"),
         "corrupt": (root / "fake.png", "not a readable PNG"),
         "3d": (root / "volume.nii.gz", "only 2D images"),
         "nan": (root / "nan.nii.gz", "NaN"),

@@ -1,30 +1,8 @@
-"""Fixtures for the server tests: one real ``monai-anon serve`` on 127.0.0.1 for the session, serving the
-suite's tiny model (``tiny_model`` from ``tests/conftest.py``) over a phantom study."""
+"""Fixtures for the server tests, around the session's real server (``server`` in ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
-from server_testlib import Server, make_study, start_server
-
-
-@pytest.fixture(scope="session")
-def study_template(tmp_path_factory) -> Path:
-    """A phantom study (12 DICOM DX images of 4 patients, labels.csv) plus a NIfTI and a PNG image."""
-    return make_study(tmp_path_factory.mktemp("study-template") / "study")
-
-
-@pytest.fixture(scope="session")
-def server(tmp_path_factory, tiny_model, study_template) -> Server:
-    """The server under test (its own copy of the study: MONAI Label writes its datastore file there)."""
-    root = tmp_path_factory.mktemp("server")
-    studies = root / "studies"
-    shutil.copytree(study_template, studies)
-    srv = start_server(root / "work", studies, tiny_model, "--conf", "max_unzip_mb", "16")
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from server_testlib import write_nifti, write_png16
 
+from monai_anon_app.imageio.formats import IMAGE_KINDS
+
 
 def _png(width: int, height: int) -> bytes:
     """A valid 8-bit greyscale PNG of any size, built without allocating its pixels."""
@@ -86,7 +88,7 @@ CASES = [
     ("no input", "/infer/anonymize", None, None, 422, ["image id"]),
     ("bad session id", "/infer/anonymize?session_id=..%2Fx", None, None, 400, ["session id"]),
     ("unknown session", "/infer/anonymize?session_id=abc-123", None, None, 404, ["session"]),
-    ("non-image upload", "/infer/anonymize", None, "text", 415, ["not a png, nifti or dicom"]),
+    ("non-image upload", "/infer/anonymize", None, "text", 415, [f"not a {IMAGE_KINDS.lower()}"]),
     ("unreadable upload", "/infer/anonymize", None, "truncated", 422, ["not a readable png"]),
     ("wrong dimensionality", "/infer/anonymize", None, "volume", 422, ["shape", "2d"]),
     ("NaN pixels", "/infer/anonymize", None, "nan", 422, ["nan"]),

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from monai_anon_app.imageio.formats import IMAGE_KINDS
 from monai_anon_app.server.params import Option, parse_options, parse_params_json
 from monai_anon_app.server.request_errors import RequestError, sentence
 
@@ -72,11 +73,12 @@ def test_probe_format_trusts_content_not_names(tmp_path):
 
 
 def test_dicom_geometry_affine():
-    from monai_anon_app.server.uploads import _lps_affine
+    from monai_anon_app.imageio.geometry import Geometry, plane_affine
 
-    a = _lps_affine((2.0, 3.0), None, None)
-    np.testing.assert_allclose(a, np.diag([-3.0, -2.0, 1.0, 1.0]))
-    a = _lps_affine((2.0, 3.0), [10, 20, 30], [0, 1, 0, 0, 0, -1])
+    np.testing.assert_allclose(plane_affine((2.0, 3.0)), np.diag([-3.0, -2.0, 1.0, 1.0]))
+    # ITK's geometry of a DICOM image with Image Orientation (Patient) 0\1\0\0\0\-1, Imager Pixel Spacing 2\3
+    direction = np.array([[0, 1, 0], [0, 0, -1], [-1, 0, 0]], float).T  # columns: row, column, normal cosines
+    a = Geometry((5, 4, 1), (3.0, 2.0, 1.0), (10.0, 20.0, 30.0), direction).ras_affine()
     np.testing.assert_allclose(a[:3, 3], [-10, -20, 30])
     np.testing.assert_allclose(a[:3, 0], [0, -3, 0])
     np.testing.assert_allclose(a[:3, 1], [0, 0, -2])
@@ -259,7 +261,7 @@ def test_monai_labels_own_temporary_upload_is_not_named(tmp_path):
         upload.flush()
         with pytest.raises(RequestError) as e:
             task({"image": upload.name})
-    assert e.value.status == 415 and e.value.message == "The uploaded file is not a PNG, NIfTI or DICOM image."
+    assert e.value.status == 415 and e.value.message == f"The uploaded file is not a {IMAGE_KINDS} image."
 
 
 def test_monai_labels_own_infer_endpoint_gets_the_same_refusals(tmp_path):

@@ -1,4 +1,5 @@
-"""One loop over a batch of files, behind ``deid``, ``anonymize``, ``counterfactual`` and the DICOM export.
+"""One loop over a batch of files in this process, behind ``deid``, ``anonymize``, ``counterfactual`` and the
+DICOM export.
 
 ``process_files(pairs, handler)`` calls ``handler(item)`` for every ``(name, item)`` pair and sorts each
 outcome into a :class:`Summary`: done (with the handler's result), refused (:class:`Refused`, or an error
@@ -14,13 +15,13 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from tqdm import tqdm
 
 from monai_anon_app.errors import InputError
 
-__all__ = ["Refused", "Skipped", "Summary", "describe_failure", "process_files"]
+__all__ = ["Outcome", "Refused", "Skipped", "Summary", "describe_failure", "outcome_of", "process_files"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -41,6 +42,16 @@ class Skipped(Refused):
         return str(self.args[0])
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one file: ``kind`` done (``value`` the handler's result), refused, skipped or failed
+    (``value`` the reason); ``label`` is what a skipped file is counted as."""
+
+    kind: str
+    value: Any
+    label: str = ""
+
+
 @dataclass
 class Summary(Generic[R]):
     """What happened to each file of a batch: ``(name, result)`` when done, ``(name, reason)`` otherwise."""
@@ -50,6 +61,15 @@ class Summary(Generic[R]):
     skipped: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     skip_labels: Counter = field(default_factory=Counter)  # label -> count
+
+    def add(self, name: str, outcome: Outcome) -> None:
+        if outcome.kind == "done":
+            self.results.append((name, outcome.value))
+        elif outcome.kind == "skipped":
+            self.skipped.append((name, outcome.value))
+            self.skip_labels[outcome.label] += 1
+        else:
+            getattr(self, outcome.kind).append((name, outcome.value))
 
     @property
     def done(self) -> int:
@@ -79,23 +99,27 @@ def describe_failure(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {text[:200]}"
 
 
+def outcome_of(handler: Callable[[T], R], item: T, refuse: tuple[type[BaseException], ...] = (),
+               fatal: tuple[type[BaseException], ...] = ()) -> Outcome:
+    """``handler(item)`` as an :class:`Outcome`; errors of a ``fatal`` type propagate."""
+    try:
+        return Outcome("done", handler(item))
+    except Skipped as exc:
+        return Outcome("skipped", str(exc), exc.label)
+    except fatal:
+        raise
+    except (Refused, *refuse) as exc:
+        return Outcome("refused", str(exc))
+    except Exception as exc:  # one bad file must not stop the batch
+        return Outcome("failed", describe_failure(exc))
+
+
 def process_files(pairs: Sequence[tuple[str, T]], handler: Callable[[T], R], *, desc: str = "files",
                   progress: bool = True, refuse: tuple[type[BaseException], ...] = (),
                   fatal: tuple[type[BaseException], ...] = ()) -> Summary[R]:
     """Run ``handler`` on every item of ``pairs`` (see the module docstring); a progress bar on stderr
     for two files or more unless ``progress`` is false."""
     summary: Summary[R] = Summary()
-    bar = tqdm(pairs, unit="file", desc=desc, disable=not progress or len(pairs) < 2, file=sys.stderr)
-    for name, item in bar:
-        try:
-            summary.results.append((name, handler(item)))
-        except Skipped as exc:
-            summary.skipped.append((name, str(exc)))
-            summary.skip_labels[exc.label] += 1
-        except fatal:
-            raise
-        except (Refused, *refuse) as exc:
-            summary.refused.append((name, str(exc)))
-        except Exception as exc:  # one bad file must not stop the batch
-            summary.failed.append((name, describe_failure(exc)))
+    for name, item in tqdm(pairs, unit="file", desc=desc, disable=not progress or len(pairs) < 2, file=sys.stderr):
+        summary.add(name, outcome_of(handler, item, refuse, fatal))
     return summary

@@ -1,0 +1,151 @@
+"""Training on several processes (torch DDP through torchrun, gloo on the CPU): the real CLI with ``--nproc 2``,
+interrupted and resumed, the published model used by ``monai-anon anonymize``; the ranks split every step's
+patients and keep identical weights (the trainer's per-rank trace, ``MONAI_ANON_TRAIN_TRACE``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import torch
+import yaml
+
+from monai_anon_app.cli import main
+from monai_anon_app.data.datasets import PatientBatchSampler
+from monai_anon_app.modelfolder.config import load_config
+from monai_anon_app.server.params import Option
+from monai_anon_app.server.request_errors import RequestError
+from monai_anon_app.server.train import DisentanglerTrainTask, ddp_processes
+from monai_anon_app.training.fit import load_training_data
+from monai_anon_app.training.trainer import CHECKPOINT, TRACE_ENV, DisentanglerTrainer
+
+TINY_CONFIG = Path(__file__).resolve().parents[2] / "monai_anon_app" / "training" / "configs" / "tiny.yaml"
+STEPS = 8
+
+
+def cli(*args: object, trace: Path | None = None, **popen) -> subprocess.Popen:
+    """The real console entry point in a subprocess (with the per-rank trace written to ``trace``)."""
+    env = {**os.environ, **({TRACE_ENV: str(trace)} if trace else {})}
+    return subprocess.Popen([sys.executable, "-m", "monai_anon_app.cli", *map(str, args)], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+def read_trace(folder: Path) -> dict[int, list[dict]]:
+    return {r: [json.loads(line) for line in (folder / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)}
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory) -> Path:
+    raw = yaml.safe_load(TINY_CONFIG.read_text())
+    raw.update(steps=STEPS, checkpoint_every=2)
+    path = tmp_path_factory.mktemp("ddp-config") / "ddp.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.slow
+def test_two_ranks_train_resume_and_publish_a_model_the_cli_uses(config, tmp_path):
+    out = tmp_path / "model"
+    cfg = load_config(config)
+    train_cmd = ("train", out, "--config", config, "--nproc", "2", "--no-progress")
+
+    # 1. interrupted (Ctrl-C) once the first checkpoint is written: torchrun and both ranks end with it
+    first = cli(*train_cmd, trace=tmp_path / "trace1")
+    deadline = time.monotonic() + 240
+    while not (out / CHECKPOINT).is_file():
+        assert first.poll() is None, first.communicate()
+        assert time.monotonic() < deadline, "no checkpoint within 240 s"
+        time.sleep(0.05)
+    children = psutil.Process(first.pid).children(recursive=True)
+    assert len(children) >= 3  # torchrun and its two workers
+    first.send_signal(signal.SIGINT)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 130, err[-3000:]
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, f"left running: {alive}"
+    saved = torch.load(out / CHECKPOINT, weights_only=False)
+    assert saved["world_size"] == 2 and len(saved["rank_rng"]) == 2
+    stopped_at = saved["step"]
+    assert 2 <= stopped_at < STEPS, "the run ended before it could be interrupted"
+    assert not (out / "model.pt").exists()
+
+    # 2. the same command resumes from that checkpoint and publishes the model folder
+    second = cli(*train_cmd, trace=tmp_path / "trace2")
+    stdout, err = second.communicate(timeout=600)
+    assert second.returncode == 0, err[-3000:]
+    assert f"model written to {out} ({STEPS} steps, image size 64, 2 processes)" in stdout
+    assert "@monai-anon" not in stdout  # the progress protocol stays between the ranks and the launcher
+
+    first_trace, resumed = read_trace(tmp_path / "trace1"), read_trace(tmp_path / "trace2")
+    for rank in (0, 1):
+        assert [t["step"] for t in resumed[rank]] == list(range(stopped_at + 1, STEPS + 1))
+        assert [t["step"] for t in first_trace[rank]][:stopped_at] == list(range(1, stopped_at + 1))
+    # every step's patients are split between the ranks: disjoint, together the batch one process would draw
+    data = load_training_data(cfg)
+    train, _ = data.split_patients(cfg.calibration_fraction, seed=cfg.seed)
+    one_process = iter(PatientBatchSampler(train.patient_ids, cfg.patients_per_batch, cfg.images_per_patient,
+                                           seed=cfg.seed))
+    whole = [set(np.asarray(train.patient_ids)[next(one_process)]) for _ in range(STEPS)]
+    patients = sorted(set(train.patient_ids))
+    steps = {r: first_trace[r][:stopped_at] + resumed[r] for r in (0, 1)}
+    for a, b in zip(steps[0], steps[1], strict=True):
+        assert a["step"] == b["step"] and a["world"] == b["world"] == 2
+        assert len(a["patients"]) == len(b["patients"]) == cfg.patients_per_batch // 2
+        assert not set(a["patients"]) & set(b["patients"])
+        assert {patients[i] for i in a["patients"] + b["patients"]} == whole[a["step"] - 1]
+        assert a["images"] == b["images"] == cfg.patients_per_batch // 2 * cfg.images_per_patient
+        # gradients averaged across ranks: bitwise the same weights after every step, one frozen judge
+        assert a["weights"] == b["weights"] and a["judge"] == b["judge"]
+    assert len({t["judge"] for r in (0, 1) for t in steps[r]}) == 1
+    assert len({t["weights"] for t in steps[0]}) == STEPS  # they did train
+
+    # 3. the published model anonymizes a phantom DICOM through the CLI
+    assert main(["phantoms", str(tmp_path / "dicom"), "--patients", "1", "--images-per-patient", "1", "--size",
+                 "64", "--seed", "7", "--format", "dicom", "--no-progress"]) == 0
+    assert main(["anonymize", str(tmp_path / "dicom"), str(tmp_path / "anonymized"), "--model", str(out),
+                 "--seed", "3", "--no-progress"]) == 0
+    assert len(list((tmp_path / "anonymized").rglob("*.dcm"))) == 1
+
+    # 4. a checkpoint of 2 processes is not resumed by 1 (its random streams are per rank)
+    with pytest.raises(ValueError, match="resume it with --nproc 2"):
+        DisentanglerTrainer(cfg, train, out)
+
+
+def test_the_sampler_splits_each_batch_between_ranks():
+    ids = [f"P{i // 3:02d}" for i in range(30)]  # 10 patients, 3 images each
+    alone = iter(PatientBatchSampler(ids, 5, 2, seed=4))
+    ranks = [iter(PatientBatchSampler(ids, 5, 2, seed=4, rank=r, world=2)) for r in (0, 1)]
+    for _ in range(20):
+        whole = next(alone)
+        a, b = (next(r) for r in ranks)
+        assert len(a) == 3 * 2 and len(b) == 2 * 2  # 5 patients: 3 and 2
+        assert not {ids[i] for i in a} & {ids[i] for i in b}
+        np.testing.assert_array_equal(np.concatenate([a, b]), whole)
+    assert PatientBatchSampler(ids, 5, 2, rank=1, world=2).fraction == 0.4
+    with pytest.raises(ValueError, match="cannot be split between 3 processes"):
+        PatientBatchSampler(ids[:6], 5, 2, rank=0, world=3)
+
+
+def test_rest_multi_gpu_maps_to_ddp_processes():
+    options = {o.name: o for o in DisentanglerTrainTask.options}
+    assert {"multi_gpu", "gpus", "processes"} <= set(options)
+    assert isinstance(options["processes"], Option) and options["processes"].default == 2
+    task = DisentanglerTrainTask.__new__(DisentanglerTrainTask)  # parse needs no model store
+    parsed = task.parse({"multi_gpu": True, "processes": 3, "gpus": "all", "max_epochs": 5, "local_rank": 0})
+    assert ddp_processes(parsed, cuda_devices=0) == 3  # no CUDA: the CPU processes asked for
+    assert ddp_processes(parsed, cuda_devices=4) == 4  # one per visible GPU
+    assert ddp_processes({**parsed, "gpus": "0,2"}, cuda_devices=4) == 2
+    assert ddp_processes({**parsed, "multi_gpu": False}, cuda_devices=4) == 1
+    assert ddp_processes(task.parse({}), cuda_devices=0) == 1  # the default: one process, as before
+    with pytest.raises(RequestError, match="gpus"):
+        task.parse({"multi_gpu": True, "gpus": "0;rm -rf"})
+    with pytest.raises(RequestError, match="processes"):
+        task.parse({"multi_gpu": True, "processes": 0})
