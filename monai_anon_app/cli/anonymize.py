@@ -1,7 +1,8 @@
-"""``monai-anon anonymize`` and ``monai-anon counterfactual``: files and folders of DICOM, NIfTI and PNG.
+"""``monai-anon anonymize`` and ``monai-anon counterfactual``: files and folders of DICOM, NIfTI, PNG, NRRD
+and MetaImage.
 
-See :data:`~monai_anon_app.cli.parsers.ANONYMIZE_DESCRIPTION` for what OUTPUT holds; the batch runs through
-:func:`~monai_anon_app.runner.process_files`.
+See :data:`~monai_anon_app.cli.parsers.ANONYMIZE_DESCRIPTION` for what OUTPUT holds. The batch runs in this
+process or on Dask (:func:`~monai_anon_app.cli.file_jobs.run_files`), each file through :class:`ModelJob`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from monai_anon_app.errors import InputError, ModelError
 from monai_anon_app.imageio.formats import IMAGE_KINDS
 from monai_anon_app.imageio.images import image_format, read_image, write_image
 from monai_anon_app.inference import Anonymizer, seed_for
+from monai_anon_app.modelfolder.config import load_config
+from monai_anon_app.modelfolder.folder import checksum, is_complete, missing_files
 from monai_anon_app.modelfolder.registry import resolve_model
 from monai_anon_app.runner import Refused, Skipped, Summary
 from monai_anon_app.runner.cluster import ClusterOptions
@@ -42,14 +45,16 @@ class ModelJob(FileJob):
     per process), DICOM headers through the de-identifier."""
 
     model: str | None = None
-    seed: int = 0
+    seed: int = 0  # anonymize: the base seed of the synthetic identities (unused otherwise)
     candidates: int = CANDIDATES
     mode: str = ANONYMIZE_MODE
     target: str | None = None
     headers_only: bool = False
 
     def fingerprint(self) -> str:
-        return super().fingerprint() + str(resolve_model(self.model).resolve())
+        folder = resolve_model(self.model)
+        weights = "" if self.headers_only or not is_complete(folder) else checksum(folder)
+        return super().fingerprint() + weights
 
     def handler(self) -> Callable[[Path], FileResult]:
         # one torch thread per process: a float sum's order depends on the thread count, so pixels would
@@ -80,8 +85,8 @@ class ModelJob(FileJob):
             if fmt is None:
                 raise Skipped(f"{path.name} is not an image", "not an image")
             if fmt == "dicom":
-                return (path, *process_dicom(path, layout.dicom(path), options,
-                                             None if self.headers_only else pixel_fn, change))
+                return self.result(path, *process_dicom(path, layout.dicom(path), options,
+                                                        None if self.headers_only else pixel_fn, change))
             if self.headers_only:
                 raise Refused(f"--headers-only applies to DICOM; a {fmt.upper()} file has no header to clean "
                               "and its pixels would be kept")
@@ -90,7 +95,7 @@ class ModelJob(FileJob):
             write_image(out, pixel_fn(image.pixels, None), image)
             if options.mapping_file is not None:
                 append_mapping(options.mapping_file, path, out)
-            return path, out, None
+            return self.result(path, out, None)
 
         return handle
 
@@ -109,15 +114,37 @@ def run(args: argparse.Namespace) -> int:
     src, dst = _paths(args)
     options = options_from_args(args)
     anonymize = args.command == "anonymize"
-    seed = args.seed if anonymize and args.seed is not None else secrets.randbelow(2**31)
+    headers_only = getattr(args, "headers_only", False)
+    draws_identities = anonymize and not headers_only
+    given = getattr(args, "seed", None)
+    seed = given if given is not None and anonymize else secrets.randbelow(2**31) if draws_identities else 0
     layout = layout_from_args(args, src, dst, options)
-    job = ModelJob(args.command, src, dst, options, keep_names=layout.keep_names, model=args.model, seed=seed,
-                  candidates=getattr(args, "candidates", CANDIDATES), mode=args.mode,
-                  target=getattr(args, "target", None), headers_only=getattr(args, "headers_only", False))
-    summary = run_batch(job, progress=not args.no_progress, cluster=cluster_from_args(args))
+    cluster = cluster_from_args(args)
+    model = args.model
+    if cluster is not None:  # workers resolve nothing against their own working folder or models
+        src, dst = src.resolve(), dst.resolve()
+        model = None if headers_only else str(resolve_model(model).resolve())
+    target = getattr(args, "target", None)
+    if target is not None:
+        check_target(model, target)
+    job = ModelJob(args.command, src, dst, options, keep_names=layout.keep_names, model=model, seed=seed,
+                   candidates=getattr(args, "candidates", CANDIDATES), mode=args.mode, target=target,
+                   headers_only=headers_only)
+    summary = run_batch(job, progress=not args.no_progress, cluster=cluster)
     print_outcomes(summary, layout)
-    print(summary.line(args.command) + (f"; seed {seed}" if anonymize else ""))
+    print(summary.line(args.command) + (f"; seed {seed}" if draws_identities else ""))
     return 0 if summary.ok else 1
+
+
+def check_target(model: str | None, target: str) -> None:
+    """Refuse, before any file, a counterfactual class the model does not know."""
+    folder = resolve_model(model)
+    missing = missing_files(folder) if folder.is_dir() else ["the folder"]
+    if missing:
+        raise ModelError(f"model folder {folder} lacks {', '.join(missing)}; train it with `monai-anon train`")
+    classes = load_config(folder / "config.yaml").classes
+    if target not in classes:
+        raise InputError(f"unknown class {target!r}; the model knows {', '.join(classes)}")
 
 
 def run_batch(job: ModelJob, progress: bool = True, cluster: ClusterOptions | None = None) -> Summary:

@@ -17,6 +17,7 @@ from monai_anon_app.dicom.keys import load_key
 from monai_anon_app.dicom.options import OPTIONS, DeidOptions
 from monai_anon_app.dicom.outputs import KEEP_NAMES_WARNING, OutputLayout
 from monai_anon_app.errors import InputError
+from monai_anon_app.network import is_loopback
 from monai_anon_app.runner import Summary
 from monai_anon_app.runner.cluster import ClusterOptions
 
@@ -64,7 +65,19 @@ def cluster_from_args(args: argparse.Namespace) -> ClusterOptions | None:
     if not (getattr(args, "key", None) or getattr(args, "key_file", None)) or not fixed_seed:
         print("monai-anon: note: to resume this run if it is interrupted, give --key-file (and --seed for "
               "anonymize): a random key or seed makes different outputs every run", file=sys.stderr)
+    if scheduler is not None and not scheduler_is_private(scheduler):
+        print("monai-anon: warning: the de-identification key and the file paths travel to the Dask cluster "
+              "unencrypted; use a tls:// scheduler or a cluster on a network only you can reach", file=sys.stderr)
     return ClusterOptions(workers=workers, scheduler=scheduler, chunk_size=getattr(args, "chunk_size", None))
+
+
+def scheduler_is_private(address: str) -> bool:
+    """True for a TLS scheduler or one on this machine's loopback."""
+    scheme, _, rest = address.partition("://")
+    if scheme == "tls":
+        return True
+    host = (rest or scheme).rsplit(":", 1)[0].strip("[]")
+    return is_loopback(host)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,8 +88,12 @@ def run(args: argparse.Namespace) -> int:
     inputs = layout.inputs()
     if not inputs:
         raise InputError(f"{args.input} holds no files")
-    job = FileJob("deid", Path(args.input), Path(args.output), options, keep_names=layout.keep_names)
-    summary = run_files(job, inputs, progress=not args.no_progress, cluster=cluster_from_args(args))
+    src, dst = Path(args.input), Path(args.output)
+    cluster = cluster_from_args(args)
+    if cluster is not None:  # workers resolve nothing against their own working folder
+        src, dst = src.resolve(), dst.resolve()
+    job = FileJob("deid", src, dst, options, keep_names=layout.keep_names)
+    summary = run_files(job, job.layout().inputs(), progress=not args.no_progress, cluster=cluster)
     print_outcomes(summary, layout)
     print(summary.line("deid", refusals=False))
     return 0 if summary.ok else 1

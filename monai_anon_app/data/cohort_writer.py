@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from monai_anon_app.data.phantoms import Cohort
 from monai_anon_app.dicom.phantom_headers import write_phantom_dicom
+from monai_anon_app.imageio.formats import FORMAT_SUFFIXES
 from monai_anon_app.imageio.images import Image2D, atomic_write, new_nifti, write_image
 
 __all__ = ["FORMATS", "LABEL_COLUMNS", "write_cohort"]
@@ -26,7 +27,7 @@ def write_cohort(out: str | Path, cohort: Cohort, size: int, fmt: str = "png", p
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     spacing = (FIELD_OF_VIEW_MM / size, FIELD_OF_VIEW_MM / size)
-    suffix = {"png": ".png", "nifti": ".nii.gz", "dicom": ".dcm"}[fmt]
+    suffix = FORMAT_SUFFIXES[fmt][0]  # how the package names a new file of the format
     rows = []
     for case in tqdm(cohort, total=len(cohort), desc="phantoms", unit="img", disable=not progress):
         rel = f"images/{case.patient_id}_v{case.visit:02d}{suffix}"

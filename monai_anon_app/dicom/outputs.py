@@ -20,13 +20,19 @@ from pydicom.dataset import Dataset
 
 from monai_anon_app.dicom.keys import KeyRing
 from monai_anon_app.errors import InputError
-from monai_anon_app.imageio.images import NIFTI_SUFFIXES
+from monai_anon_app.imageio.formats import NIFTI_SUFFIXES
+from monai_anon_app.imageio.images import PARTIAL_PREFIX
 from monai_anon_app.runner import Skipped
+from monai_anon_app.runner.journal import JOURNAL_NAME
 
-__all__ = ["KEEP_NAMES_WARNING", "OutputLayout", "UniqueNames", "instance_path"]
+__all__ = ["DUPLICATE_LABEL", "DUPLICATE_MESSAGE", "KEEP_NAMES_WARNING", "OutputLayout", "UniqueNames", "instance_path",
+           "remove_partial_files"]
 
 KEEP_NAMES_WARNING = ("monai-anon: warning: --keep-names: output file and folder names mirror the input's and may "
                       "carry identifiers (patient names, IDs, dates); share them only where the input names may go")
+#: how a second input of an already written instance is reported (skipped, never overwriting the first)
+DUPLICATE_MESSAGE = "Another input file holds the same instance (same SOP Instance UID); only the first was written."
+DUPLICATE_LABEL = "duplicate instance"
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 
@@ -42,9 +48,22 @@ def instance_path(ds: Dataset, keys: KeyRing) -> PurePosixPath:
     return PurePosixPath(parts[0], parts[1], parts[2] + ".dcm")
 
 
+def _own_file(path: Path) -> bool:
+    """A file this package leaves in an output folder: a resume journal, or one a killed run left half-written."""
+    return path.name == JOURNAL_NAME or path.name.startswith(PARTIAL_PREFIX)
+
+
+def remove_partial_files(folder: Path) -> int:
+    """Delete the half-written files a killed run left under ``folder``; return how many."""
+    partial = [p for p in Path(folder).rglob(f"{PARTIAL_PREFIX}*") if p.is_file()] if Path(folder).is_dir() else []
+    for p in partial:
+        p.unlink(missing_ok=True)
+    return len(partial)
+
+
 class UniqueNames:
     """Output paths under ``root``, each handed out once: a second input of the same instance is
-    :class:`~monai_anon_app.dicom.process.Skipped` instead of overwriting the first."""
+    :class:`~monai_anon_app.runner.Skipped` instead of overwriting the first."""
 
     def __init__(self, root: Path, keys: KeyRing) -> None:
         self.root, self.keys = Path(root), keys
@@ -53,8 +72,7 @@ class UniqueNames:
     def claim(self, relative: str | PurePosixPath | Path) -> Path:
         out = self.root / relative
         if out in self._used:
-            raise Skipped("Another input file holds the same instance (same SOP Instance UID); only the first "
-                          "was written.", "duplicate instance")
+            raise Skipped(DUPLICATE_MESSAGE, DUPLICATE_LABEL)
         self._used.add(out)
         return out
 
@@ -86,7 +104,7 @@ class OutputLayout:
         """Every file to consider, in sorted order (a single input file: just it)."""
         if self.src.is_file():
             return [self.src]
-        return [p for p in sorted(self.src.rglob("*")) if p.is_file()]
+        return [p for p in sorted(self.src.rglob("*")) if p.is_file() and not _own_file(p)]
 
     def _relative(self, path: Path) -> Path:
         return Path(path.name) if self.src.is_file() else path.relative_to(self.src)

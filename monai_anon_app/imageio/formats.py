@@ -5,8 +5,9 @@
 
 * PNG: the 8-byte PNG signature;
 * zip: a local file header, or the end record of an empty archive;
-* DICOM: ``DICM`` after the 128-byte preamble, or a data set written without the Part 10 header that
-  starts with a group 0002/0008 element (explicit VR, or a short implicit length);
+* DICOM: ``DICM`` after the 128-byte preamble (tested first: the preamble is free bytes, and may start with a
+  PNG or zip signature), or a data set written without the Part 10 header that starts with a group 0002/0008
+  element (explicit VR, or a short implicit length);
 * NIfTI: a NIfTI-1 (``n+1``/``ni1``) or NIfTI-2 header, gzip-compressed or not;
 * NRRD: the ``NRRD000x`` magic line (attached data or a detached ``.nhdr`` header alike);
 * MetaImage: ``Key = Value`` header lines, the first a MetaIO key, ``NDims`` among them.
@@ -25,11 +26,11 @@ import zlib
 from pathlib import Path
 
 __all__ = ["DICOM_SUFFIXES", "FORMAT_NAMES", "FORMAT_SUFFIXES", "IMAGE_FORMATS", "IMAGE_KINDS", "IMAGE_SUFFIXES",
-           "MHA_SUFFIXES", "NIFTI_SUFFIXES", "NRRD_SUFFIXES", "PNG_SUFFIXES", "format_from_name", "sniff_bytes",
-           "sniff_format"]
+           "MHA_SUFFIXES", "NIFTI_SUFFIXES", "NRRD_SUFFIXES", "PNG_SUFFIXES", "format_from_name", "nifti_suffix",
+           "sniff_bytes", "sniff_format"]
 
 PNG_SUFFIXES = (".png",)
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
 MHA_SUFFIXES = (".mha", ".mhd")
@@ -70,12 +71,12 @@ def sniff_format(path: str | os.PathLike, names: bool = False) -> str | None:
 
 def sniff_bytes(head: bytes) -> str | None:
     """:func:`sniff_format` on a file's first bytes (at least 352 of them where the file has as many)."""
+    if head[128:132] == b"DICM":  # first: a DICOM preamble is free bytes, a PNG or zip signature among them
+        return "dicom"
     if head.startswith(PNG_MAGIC):
         return "png"
     if head.startswith(ZIP_MAGIC):
         return "zip"
-    if head[128:132] == b"DICM":
-        return "dicom"
     if NRRD_MAGIC.match(head):
         return "nrrd"
     if head.startswith(GZIP_MAGIC):
@@ -97,6 +98,13 @@ def format_from_name(path: str | os.PathLike) -> str | None:
     """The image format the name of ``path`` claims by its suffix (case-insensitive), or ``None``."""
     name = Path(path).name.lower()
     return next((fmt for fmt, suffixes in FORMAT_SUFFIXES.items() if name.endswith(suffixes)), None)
+
+
+def nifti_suffix(path: str | os.PathLike) -> str:
+    """The suffix the NIfTI file ``path`` should be named with for nibabel, which goes by name: ``.nii.gz``
+    when its content is gzip-compressed, else ``.nii``."""
+    with open(path, "rb") as fh:
+        return ".nii.gz" if fh.read(len(GZIP_MAGIC)) == GZIP_MAGIC else ".nii"
 
 
 def _is_nifti_header(head: bytes) -> bool:

@@ -20,16 +20,14 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from monai_anon_app.errors import InputError
-from monai_anon_app.imageio.formats import FORMAT_NAMES, IMAGE_FORMATS, IMAGE_SUFFIXES, NIFTI_SUFFIXES, sniff_format
+from monai_anon_app.imageio.formats import FORMAT_NAMES, IMAGE_FORMATS, IMAGE_KINDS, sniff_format
 from monai_anon_app.imageio.geometry import plane_affine
 from monai_anon_app.imageio.itkio import WRITE_SUFFIX, read_header, read_pixels, write_volume
 from monai_anon_app.imageio.metadata import clean_nifti_header, save_png
 
 __all__ = [
-    "IMAGE_SUFFIXES",
-    "NIFTI_SUFFIXES",
+    "PARTIAL_PREFIX",
     "Image2D",
-    "InputError",
     "atomic_write",
     "image_format",
     "new_nifti",
@@ -37,6 +35,9 @@ __all__ = [
     "validate_pixels",
     "write_image",
 ]
+
+#: the name prefix of a file being written (renamed into place when complete)
+PARTIAL_PREFIX = ".partial-"
 
 
 def image_format(path: str | os.PathLike) -> str | None:
@@ -100,7 +101,7 @@ def read_image(path: str | os.PathLike) -> Image2D:
         return _read_itk(path, fmt)
     if fmt == "dicom":
         raise InputError(f"{path.name} is DICOM; read it with monai_anon_app.dicom")
-    raise InputError(f"{path.name} is not a PNG, NIfTI, NRRD, MetaImage or DICOM image")
+    raise InputError(f"{path.name} is not a {IMAGE_KINDS} image")
 
 
 def _read_png(path: Path) -> Image2D:
@@ -138,7 +139,8 @@ def _read_nifti(path: Path) -> Image2D:
 
 
 def _read_itk(path: Path, fmt: str) -> Image2D:
-    """An NRRD or MetaImage file (attached or detached data) through ITK: a 2D image or a single-slice volume
+    """An NRRD or MetaImage file (attached or detached data: the server refuses detached headers before this,
+    :func:`~monai_anon_app.imageio.itkio.detached_data_file`) through ITK: a 2D image or a single-slice volume
     of one greyscale component."""
     what = FORMAT_NAMES[fmt]
     try:
@@ -170,7 +172,7 @@ def atomic_write(path: str | os.PathLike, write, suffix: str | None = None) -> N
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) if suffix is None else suffix
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=PARTIAL_PREFIX, suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         write(tmp)

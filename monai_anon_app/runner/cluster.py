@@ -12,6 +12,7 @@ chunk is recorded as it arrives, so an interrupted run can be started again.
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import uuid
@@ -21,14 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dask
 from distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_worker
 from tqdm import tqdm
 
 from monai_anon_app.runner.journal import Journal
-from monai_anon_app.runner.loop import Outcome, Summary, outcome_of
+from monai_anon_app.runner.loop import Outcome, Summary, describe_failure, outcome_of
 
 __all__ = ["ClusterOptions", "process_files_on_dask"]
 
+#: environment of the embedded cluster's workers: glibc's own malloc trimming (see :func:`_client`)
+LOCAL_WORKER_ENVIRON = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 #: what a resumed file's reason says
 RESUMED = "finished by an earlier run of the same arguments"
 
@@ -70,14 +74,29 @@ def _run_chunk(plugin: str, items: list[Any], refuse: tuple[type[BaseException],
     return [outcome_of(handler, item, refuse, fatal) for item in items]
 
 
+def _chunk_outcomes(future: Any, n: int, fatal: tuple[type[BaseException], ...]) -> list[Outcome]:
+    """The outcomes of a finished chunk; when the chunk itself failed (its workers kept dying: Dask gives up
+    after a few tries), each of its files failed with that reason. A ``fatal`` error stops the batch."""
+    try:
+        return future.result()
+    except fatal:
+        raise
+    except Exception as exc:
+        return [Outcome("failed", f"the Dask task processing it failed ({describe_failure(exc)})")] * n
+
+
 @contextmanager
 def _client(cluster: ClusterOptions) -> Iterator[Client]:
     if cluster.scheduler is not None:
         with Client(cluster.scheduler) as client:
             yield client
         return
-    with LocalCluster(n_workers=cluster.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as local, Client(local) as client:
+    # Dask's default MALLOC_TRIM_THRESHOLD_=65536 hands freed memory back to the system at once, which costs
+    # a process that allocates and frees image buffers for every file (one process given that setting:
+    # 600 anonymized files in 31.4 s against 25.5 s without it)
+    with dask.config.set(LOCAL_WORKER_ENVIRON), \
+            LocalCluster(n_workers=cluster.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                         dashboard_address=None, silence_logs=logging.CRITICAL) as local, Client(local) as client:
         yield client
 
 
@@ -90,12 +109,18 @@ def process_files_on_dask(pairs: Sequence[tuple[str, Path]], factory: Callable[[
     ``on_done(path, outcome)`` runs here, in the calling process, for each file as its chunk arrives and
     before the journal records it (e.g. to append to a mapping file)."""
     finished = journal.finished() if journal is not None else {}
-    digests = [journal.digest(path) for _, path in pairs] if journal is not None else [""] * len(pairs)
     outcomes: dict[int, Outcome] = {}
+    digests: list[str] = []
     todo: list[int] = []
-    for i, digest in enumerate(digests):
-        if digest in finished:
-            kind, label = finished[digest]
+    for i, (_, path) in enumerate(pairs):
+        try:
+            digests.append(journal.digest(path) if journal is not None else "")
+        except OSError as exc:  # gone or unreadable since it was listed
+            digests.append("")
+            outcomes[i] = Outcome("failed", describe_failure(exc))
+            continue
+        if digests[i] in finished:
+            kind, label = finished[digests[i]]
             outcomes[i] = Outcome(kind, None if kind == "done" else RESUMED, label)
         else:
             todo.append(i)
@@ -113,7 +138,7 @@ def process_files_on_dask(pairs: Sequence[tuple[str, Path]], factory: Callable[[
                            file=sys.stderr)
                 for future in as_completed(futures):
                     chunk = futures[future]
-                    for i, outcome in zip(chunk, future.result()):
+                    for i, outcome in zip(chunk, _chunk_outcomes(future, len(chunk), fatal)):
                         outcomes[i] = outcome
                         if on_done is not None:
                             on_done(pairs[i][1], outcome)

@@ -261,9 +261,7 @@ class ExportTask(ModelInferTask):
         """Anonymize every DICOM file of the job's inputs into one zip (see :func:`export_study_zip`)."""
         store = store_for(job.model_base, job.publish_root)
         out = Path(job.out_dir) / cls.result_name
-        opts = job.options
-        if opts.get("stow") and not job.stow_url:
-            raise RequestError(422, "stow needs a DICOMweb datastore (start the server with --studies URL)")
+        opts = job.options  # parsed by parse(): stow only with a DICOMweb datastore
         files, not_dicom = export_sources(job)
         deid = deid_options(job, **{k: bool(opts.get(k, False)) for k in OPTIONS})
         headers_only = bool(opts["headers_only"])

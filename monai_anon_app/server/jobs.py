@@ -25,6 +25,7 @@ from monai_anon_app.dicom.files import is_dicom
 from monai_anon_app.dicom.keys import load_key
 from monai_anon_app.dicom.options import DeidOptions
 from monai_anon_app.dicom.process import deidentifier
+from monai_anon_app.imageio.formats import sniff_format
 from monai_anon_app.inference import MAX_SIDE
 from monai_anon_app.server.model_store import ModelStore
 from monai_anon_app.server.request_errors import RequestError, sentence
@@ -34,7 +35,6 @@ from monai_anon_app.server.uploads import (
     dicom_files,
     load_input,
     nifti_bytes,
-    probe_format,
     unpack_zip,
     write_result,
 )
@@ -175,7 +175,7 @@ def export_sources(job: Job) -> tuple[list[Path], list[tuple[str, str]]]:
         name = (job.input_name if i == 0 else None) or source.name
         if source.is_dir():
             found = dicom_files(source)
-        elif (fmt := probe_format(source)) == "zip":
+        elif (fmt := sniff_format(source)) == "zip":
             folder = Path(job.out_dir) / f"unzipped-{i}"
             unpacked = unpack_zip(source, folder, job.max_unzip_bytes, name)
             found = [f for f in unpacked if is_dicom(f)]

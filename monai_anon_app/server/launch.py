@@ -10,31 +10,17 @@ monai_anon_app.server.rest:app --conf …``.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
-import socket
 import sys
 from pathlib import Path
 
+from monai_anon_app.network import is_loopback
 from monai_anon_app.server.workspace import default_workdir, prepare_app_dir, prepare_sample_study
 
 __all__ = ["ASGI_APP", "URL_VARIABLE", "build_command", "is_loopback", "launch"]
 
 ASGI_APP = "monai_anon_app.server.rest:app"
 URL_VARIABLE = "MONAI_ANON_URL"  # tells the app the address it serves, for its "ready" log line
-
-
-def is_loopback(host: str) -> bool:
-    """True when every address ``host`` names is a loopback address."""
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError:
-        return False
-    return bool(infos) and all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback for i in infos)
 
 
 def check_hosting(args: argparse.Namespace) -> None:

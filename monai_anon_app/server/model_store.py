@@ -1,15 +1,7 @@
-"""Which model folder the infer tasks serve, and how training publishes a new one without a restart.
+"""Which model folder the infer tasks serve: the newest folder training published (see
+:mod:`monai_anon_app.modelfolder.publish`), else the *base* folder (``--model``; may be absent).
 
-A :class:`ModelStore` has a *base* model folder (``--model``; may be absent) and a *publish root*, a
-writable folder where training drops finished model folders::
-
-    <publish root>/
-        current              text file: the name of the published folder in use (replaced atomically)
-        v20250101-120000-1/  a complete model folder (config.yaml, model.pt, …)
-        .staging-*/          training in progress
-
-The newest published folder wins over the base folder. Every process (server, inference workers,
-training subprocesses) resolves the folder on each use from the ``current`` file's content, so new
+Every process (server, inference workers, training subprocesses) resolves the folder on each use, so new
 weights are picked up at the next request; loaded models are cached per folder and file times.
 """
 

@@ -38,7 +38,7 @@ from monailabel.endpoints.user.auth import RBAC, User, get_current_user
 from monailabel.interfaces.utils.app import app_instance
 from starlette.requests import Request
 
-from monai_anon_app.imageio.formats import IMAGE_KINDS
+from monai_anon_app.imageio.formats import IMAGE_KINDS, sniff_format
 from monai_anon_app.server.auth import current_user
 from monai_anon_app.server.datastore import image_path
 from monai_anon_app.server.infer import find_task
@@ -46,7 +46,7 @@ from monai_anon_app.server.launch import URL_VARIABLE
 from monai_anon_app.server.login import access_token
 from monai_anon_app.server.params import parse_params_json
 from monai_anon_app.server.request_errors import RequestError
-from monai_anon_app.server.uploads import SUFFIX, ZIP_REFUSED, check_id, client_name, probe_format
+from monai_anon_app.server.uploads import ZIP_REFUSED, check_id, client_name, upload_suffix
 from monai_anon_app.server.worker_pool import InferencePool
 
 __all__ = ["app", "install"]
@@ -93,17 +93,13 @@ async def save_upload(upload: UploadFile, folder: Path, limit: int, archives: bo
             await out.write(chunk)
     if written == 0:
         raise RequestError(415, f"{name} is empty")
-    fmt = await run_in_threadpool(probe_format, raw)
+    fmt = await run_in_threadpool(sniff_format, raw)
     if fmt is None:
         nor = " nor a zip of DICOM files" if archives else ""
         raise RequestError(415, f"{name} is not a {IMAGE_KINDS} image{nor}")
     if fmt == "zip" and not archives:
         raise RequestError(415, f"{name} {ZIP_REFUSED}")
-    suffix = SUFFIX[fmt]
-    if fmt == "nifti":
-        with open(raw, "rb") as fh:
-            suffix = ".nii.gz" if fh.read(2) == b"\x1f\x8b" else ".nii"
-    final = raw.with_name(raw.name + suffix)
+    final = raw.with_name(raw.name + upload_suffix(raw, fmt))
     raw.rename(final)
     return final
 

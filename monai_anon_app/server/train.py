@@ -29,7 +29,9 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 
 from monai_anon_app.data.datasets import load_folder
+from monai_anon_app.imageio.formats import sniff_format
 from monai_anon_app.imageio.images import atomic_write
+from monai_anon_app.imageio.itkio import detached_data_file
 from monai_anon_app.modelfolder.config import TrainConfig, load_config
 from monai_anon_app.server.datastore import training_records
 from monai_anon_app.server.model_store import ModelStore
@@ -147,6 +149,11 @@ def _check_records(records: list[tuple[str, str, str]], classes: list[str]) -> N
                                 f"({', '.join(classes)})")
     if len({p for _, p, _ in records}) < 3:
         raise RequestError(422, "training needs images of at least 3 patients (2 to train, 1 to calibrate)")
+    detached = [Path(f).name for f, _, _ in records
+                if (fmt := sniff_format(f)) in ("nrrd", "mha") and detached_data_file(f, fmt)]
+    if detached:
+        raise RequestError(422, f"{', '.join(detached[:5])}: headers whose pixels lie in another file; the server "
+                                "reads single-file NRRD and MetaImage images only")
 
 
 class DisentanglerTrainTask(ModelTrainTask):

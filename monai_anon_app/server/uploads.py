@@ -6,7 +6,8 @@ Input geometry becomes a NIfTI (RAS) affine for the axes ``(i, j, k) = (column, 
 
 * NIfTI input: its own affine and header, unchanged;
 * NRRD and MetaImage input (a 2D image, or a single-slice volume as 3D Slicer saves one): the geometry ITK
-  reads from its header;
+  reads from its header; only single-file images (a header naming a separate data file is refused before ITK
+  reads anything: :func:`~monai_anon_app.imageio.itkio.detached_data_file`);
 * DICOM input: the geometry ITK/GDCM (and so 3D Slicer) read from the file (Image Position/Orientation
   (Patient) when present, else the origin and the identity LPS direction; Imager Pixel Spacing first
   for CR/DX, else Pixel Spacing); a file GDCM cannot read keeps the origin, the identity direction and
@@ -34,17 +35,21 @@ import pydicom
 from monai_anon_app.dicom.files import is_dicom, read_dicom
 from monai_anon_app.dicom.pixels import image_from_dataset, model_refusal
 from monai_anon_app.errors import InputError
-from monai_anon_app.imageio.formats import IMAGE_KINDS, sniff_format
+from monai_anon_app.imageio.formats import FORMAT_NAMES, FORMAT_SUFFIXES, IMAGE_KINDS, nifti_suffix, sniff_format
 from monai_anon_app.imageio.images import Image2D, atomic_write, read_image
-from monai_anon_app.imageio.itkio import read_header
+from monai_anon_app.imageio.itkio import detached_data_file, read_header
 from monai_anon_app.imageio.metadata import clean_nifti_header
 from monai_anon_app.server.request_errors import RequestError
 
-__all__ = ["UPLOAD_NAME", "ZIP_REFUSED", "InputImage", "check_id", "client_name", "dicom_files", "load_input",
-           "nifti_bytes", "probe_format", "unpack_zip", "write_result"]
+__all__ = ["SUFFIX", "UPLOAD_NAME", "ZIP_REFUSED", "InputImage", "check_id", "client_name", "dicom_files",
+           "load_input", "nifti_bytes", "unpack_zip", "upload_suffix", "write_result"]
 
-#: the suffix an upload of each sniffed format is saved under (a NIfTI upload: ``.nii`` or ``.nii.gz`` by content)
-SUFFIX = {"png": ".png", "nifti": ".nii.gz", "dicom": ".dcm", "nrrd": ".nrrd", "mha": ".mha", "zip": ".zip"}
+#: the suffix an upload of each sniffed format is saved under: the first of the format's suffixes (a NIfTI
+#: upload: ``.nii`` or ``.nii.gz`` by content, :func:`upload_suffix`)
+SUFFIX = {fmt: suffixes[0] for fmt, suffixes in FORMAT_SUFFIXES.items()} | {"zip": ".zip"}
+#: what a single-file NRRD / MetaImage header looks like, for the message refusing a detached one
+DETACHED_HINT = {"nrrd": "pixel data after the header, no data file field",
+                 "mha": "ElementDataFile = LOCAL, pixel data after the header"}
 #: how messages name an upload that came without a usable file name
 UPLOAD_NAME = "the uploaded file"
 MAX_ZIP_MEMBERS = 10_000
@@ -83,10 +88,10 @@ def client_name(filename: str | None) -> str:
     return base if base.strip(".") else UPLOAD_NAME
 
 
-def probe_format(path: str | os.PathLike) -> str | None:
-    """``"png"``, ``"nifti"``, ``"dicom"``, ``"nrrd"``, ``"mha"``, ``"zip"`` or ``None`` from the file's first
-    bytes (names are not trusted): :func:`~monai_anon_app.imageio.formats.sniff_format`."""
-    return sniff_format(path)
+def upload_suffix(path: str | os.PathLike, fmt: str) -> str:
+    """The suffix the file ``path`` of the sniffed format ``fmt`` is saved under: :data:`SUFFIX`, for NIfTI
+    by its content (:func:`~monai_anon_app.imageio.formats.nifti_suffix`: nibabel goes by the name)."""
+    return nifti_suffix(path) if fmt == "nifti" else SUFFIX[fmt]
 
 
 def dicom_files(folder: Path) -> list[Path]:
@@ -192,8 +197,9 @@ def load_input(path: str | os.PathLike, max_side: int, check_model: bool = True,
     the model.
 
     Raises :class:`RequestError`: 415 not an image, 413 too large, 422 unreadable / not 2D / refused by the
-    model (a DICOM object that is not a projection radiograph) — each with a one-sentence reason that
-    names the input as ``name`` (the client's name of an upload; default: the file's own name).
+    model (a DICOM object that is not a projection radiograph) / an NRRD or MetaImage header naming a
+    separate data file (ITK would read any file it names: never given to ITK) — each with a one-sentence
+    reason that names the input as ``name`` (the client's name of an upload; default: the file's own name).
     ``scratch``: a folder of this request's own where links with corrected file suffixes may go.
     """
     path = Path(path)
@@ -206,11 +212,15 @@ def load_input(path: str | os.PathLike, max_side: int, check_model: bool = True,
                                     "(the export task takes whole series)")
         path, name = files[0], None  # a file of the series, named as it is
     shown = name or path.name
-    fmt = probe_format(path)
+    fmt = sniff_format(path)
     if fmt is None:
         raise RequestError(415, f"{shown} is not a {IMAGE_KINDS} image")
     if fmt == "zip":
         raise RequestError(415, f"{shown} {ZIP_REFUSED}")
+    if detached_data_file(path, fmt):  # before any ITK read: ITK would open whatever file the header names
+        what = FORMAT_NAMES[fmt]
+        raise RequestError(422, f"{shown} is a {what} header that does not hold its pixel data itself; only "
+                                f"single-file {what} images are accepted ({DETACHED_HINT[fmt]})")
     _probe_size(path, fmt, max_side, shown)
     readable = path
     try:
@@ -229,8 +239,7 @@ def load_input(path: str | os.PathLike, max_side: int, check_model: bool = True,
 def _with_suffix(path: Path, scratch: Path | None, shown: str) -> Path:
     """The NIfTI file ``path`` when its name says so, else a link with the right suffix in ``scratch``
     (nibabel goes by suffix; uploads and session files may arrive with any name)."""
-    with open(path, "rb") as fh:
-        suffix = ".nii.gz" if fh.read(2) == b"\x1f\x8b" else ".nii"
+    suffix = nifti_suffix(path)
     name = path.name.lower()
     if name.endswith(suffix) and not (suffix == ".nii" and name.endswith(".nii.gz")):
         return path

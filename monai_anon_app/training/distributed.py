@@ -7,11 +7,17 @@ prepares its reducer), runs two backward passes through the discriminator (the g
 whose discriminator gradients are thrown away, and the discriminator's own loss), and leaves parameters unused
 before ``swap_start`` and ``adversarial_start``. The averaged gradients are those DDP would produce; what is
 lost is DDP's overlap of communication with the backward pass, which matters little at these model sizes.
+
+The ranks meet through :class:`LoopbackRendezvous`, torchrun's rendezvous for one machine whose store listens on
+127.0.0.1 only (``python -m monai_anon_app.training.distributed`` is torchrun with it; see
+:mod:`~monai_anon_app.training.launch`, which also holds gloo and NCCL to the loopback interface).
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,13 +27,29 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed import PrefixStore, TCPStore
+from torch.distributed.elastic.rendezvous import (
+    RendezvousHandler,
+    RendezvousInfo,
+    RendezvousParameters,
+    RendezvousStoreInfo,
+    rendezvous_handler_registry,
+)
+from torch.distributed.elastic.rendezvous.utils import parse_rendezvous_endpoint
+from torch.distributed.run import main as torchrun_main
 
-__all__ = ["TIMEOUT", "Ranks", "all_gather_objects", "average_gradients", "average_values", "broadcast_module",
-           "broadcast_tensors", "current_ranks", "init_process_group", "rank_seed"]
+__all__ = ["LOOPBACK", "RDZV_BACKEND", "TIMEOUT", "LoopbackRendezvous", "Ranks", "all_gather_objects",
+           "average_gradients", "average_values", "broadcast_module", "broadcast_tensors",
+           "create_loopback_rendezvous", "current_ranks", "init_process_group", "rank_seed", "torchrun"]
 
 #: how long a collective waits for the other ranks; rank 0 trains the frozen finding judge alone while the
 #: others wait for its weights (about a minute at the default config on two CPU cores)
 TIMEOUT = timedelta(hours=1)
+LOOPBACK = "127.0.0.1"
+#: the name :func:`torchrun` registers :class:`LoopbackRendezvous` under (``--rdzv-backend``)
+RDZV_BACKEND = "monai-anon-loopback"
+#: how long the agent's store waits for an answer (as long as torchrun's static rendezvous)
+STORE_TIMEOUT = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -48,6 +70,73 @@ class Ranks:
         return self.rank == 0
 
 
+class LoopbackRendezvous(RendezvousHandler):
+    """torchrun's rendezvous for the ranks of one machine: the agent's TCPStore, which the workers share
+    (``MASTER_ADDR``, ``MASTER_PORT``), listens on 127.0.0.1:``port`` (0: a free port the system picks).
+    ``TCPStore`` binds every interface when it opens its socket itself, so it is given one already bound
+    (``master_listen_fd``)."""
+
+    def __init__(self, run_id: str, port: int = 0, timeout: timedelta = STORE_TIMEOUT):
+        self.run_id = run_id
+        self.port = port
+        self.timeout = timeout
+        self._store: TCPStore | None = None
+
+    def get_backend(self) -> str:
+        return RDZV_BACKEND
+
+    @property
+    def use_agent_store(self) -> bool:
+        return True
+
+    def next_rendezvous(self) -> RendezvousInfo:
+        if self._store is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.bind((LOOPBACK, self.port))
+                self._store = TCPStore(LOOPBACK, sock.getsockname()[1], 1, True, self.timeout,
+                                       master_listen_fd=sock.fileno())
+            except BaseException:
+                sock.close()
+                raise
+            sock.detach()  # the store listens on it from now on: Python must not close it
+        return RendezvousInfo(PrefixStore(self.run_id, self._store), 0, 1,
+                              RendezvousStoreInfo(LOOPBACK, self._store.port))
+
+    def is_closed(self) -> bool:
+        return False
+
+    def set_closed(self) -> None:
+        pass
+
+    def num_nodes_waiting(self) -> int:
+        return 0
+
+    def get_run_id(self) -> str:
+        return self.run_id
+
+    def shutdown(self) -> bool:
+        return True
+
+
+def create_loopback_rendezvous(params: RendezvousParameters) -> RendezvousHandler:
+    """``--rdzv-backend=monai-anon-loopback --rdzv-endpoint=127.0.0.1:PORT --nnodes=1``."""
+    host, port = parse_rendezvous_endpoint(params.endpoint or f"{LOOPBACK}:0", default_port=0)
+    if host != LOOPBACK:
+        raise ValueError(f"the {RDZV_BACKEND} rendezvous listens on {LOOPBACK}, not {host!r}")
+    if params.max_nodes != 1:
+        raise ValueError(f"the {RDZV_BACKEND} rendezvous runs on one machine (--nnodes=1), not {params.max_nodes}")
+    return LoopbackRendezvous(params.run_id, port)
+
+
+def torchrun(argv: Sequence[str]) -> None:
+    """torchrun (``torch.distributed.run``) with ``--rdzv-backend=`` :data:`RDZV_BACKEND` available; what
+    ``python -m monai_anon_app.training.distributed ARGS`` runs (this module imports little: the agent trains
+    nothing)."""
+    rendezvous_handler_registry.register(RDZV_BACKEND, create_loopback_rendezvous)
+    torchrun_main(list(argv))
+
+
 def current_ranks() -> Ranks:
     """The ranks of the initialised process group, or a single process on the CPU when there is none."""
     if not (dist.is_available() and dist.is_initialized()):
@@ -58,7 +147,9 @@ def current_ranks() -> Ranks:
 
 def init_process_group() -> Ranks:
     """Join the process group torchrun describes (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_*``):
-    NCCL with GPU ``LOCAL_RANK`` when CUDA is available, gloo on the CPU otherwise."""
+    NCCL with GPU ``LOCAL_RANK`` when CUDA is available, gloo on the CPU otherwise (on the interface that
+    ``NCCL_SOCKET_IFNAME`` or ``GLOO_SOCKET_IFNAME`` names: the loopback interface under
+    :func:`~monai_anon_app.training.launch.launch`)."""
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl", timeout=TIMEOUT)
@@ -69,7 +160,7 @@ def init_process_group() -> Ranks:
 
 def rank_seed(seed: int, rank: int) -> int:
     """The seed of a rank's own random stream (crops, augmentations, swap partners): ``seed`` itself on rank 0,
-    so that one process trains exactly as before."""
+    so that a single process (rank 0 of 1) draws the stream of ``seed``."""
     return seed if rank == 0 else int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
 
 
@@ -135,3 +226,7 @@ def all_gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+if __name__ == "__main__":
+    torchrun(sys.argv[1:])

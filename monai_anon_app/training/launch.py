@@ -1,9 +1,15 @@
 """Start a training on several processes with torchrun and relay its progress (``train_model(..., nproc=N)``).
 
-:func:`launch` runs ``python -m torch.distributed.run --standalone --nproc_per_node N -m
-monai_anon_app.training.ddp_worker CONFIG OUT``: each worker joins the process group (NCCL with one GPU a rank
-when CUDA is available, gloo on the CPU otherwise) and runs :func:`~monai_anon_app.training.fit.train_model`;
-rank 0 prints one ``PROGRESS_PREFIX`` line of JSON per step, which :func:`launch` turns back into
+:func:`launch` runs ``python -m monai_anon_app.training.distributed --rdzv-backend=monai-anon-loopback
+--rdzv-endpoint=127.0.0.1:0 --nnodes=1 --nproc-per-node=N -m monai_anon_app.training.ddp_worker CONFIG OUT``:
+torchrun (``torch.distributed.run``) with the rendezvous of
+:class:`~monai_anon_app.training.distributed.LoopbackRendezvous`, so that every socket of the run listens on
+127.0.0.1 only. torchrun's own rendezvous backends (``--standalone``, ``c10d``, ``static``) open a TCPStore that
+listens on every interface whatever address they are given; ``LoopbackRendezvous`` hands the store a socket
+bound to 127.0.0.1, and ``GLOO_SOCKET_IFNAME`` and ``NCCL_SOCKET_IFNAME`` hold the ranks' own connections to the
+loopback interface. Each worker joins the process group (NCCL with one GPU a rank when CUDA is available, gloo
+on the CPU otherwise) and runs :func:`~monai_anon_app.training.fit.train_model`; rank 0 prints one
+``PROGRESS_PREFIX`` line of JSON per step, which :func:`launch` turns back into
 :class:`~monai_anon_app.training.trainer.StepLog` calls of ``on_step``; every other line is passed through. The
 workers' standard error (rank 0's progress bar, warnings, errors) goes where this process's goes.
 """
@@ -13,18 +19,22 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import torch
 
 from monai_anon_app.modelfolder.config import TrainConfig
+from monai_anon_app.training.distributed import LOOPBACK, RDZV_BACKEND
 from monai_anon_app.training.trainer import CHECKPOINT, StepLog, check_resumable, checkpoint_world_size
 
-__all__ = ["PROGRESS_PREFIX", "WORKER", "TrainingFailed", "launch", "progress_line", "torchrun_command"]
+__all__ = ["PROGRESS_PREFIX", "WORKER", "TrainingFailed", "launch", "loopback_interface", "progress_line",
+           "torchrun_command"]
 
 WORKER = "monai_anon_app.training.ddp_worker"
 PROGRESS_PREFIX = "@monai-anon-train-step "
@@ -41,8 +51,17 @@ def progress_line(log: StepLog) -> str:
     return PROGRESS_PREFIX + json.dumps({"step": log.step, "losses": log.losses, "seconds": log.seconds})
 
 
+def loopback_interface() -> str:
+    """The name of the network interface that holds 127.0.0.1 (``lo`` on Linux, ``lo0`` on macOS)."""
+    for name, addrs in psutil.net_if_addrs().items():
+        if any(a.family == socket.AF_INET and a.address == LOOPBACK for a in addrs):
+            return name
+    return "lo"
+
+
 def torchrun_command(nproc: int, config: Path, out: Path, progress: bool) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+    return [sys.executable, "-m", "monai_anon_app.training.distributed", f"--rdzv-backend={RDZV_BACKEND}",
+            f"--rdzv-endpoint={LOOPBACK}:0", "--nnodes=1", f"--nproc-per-node={nproc}",
             "-m", WORKER, str(config), str(out), *([] if progress else ["--no-progress"])]
 
 
@@ -68,6 +87,9 @@ def launch(cfg: TrainConfig, out_dir: str | Path, nproc: int, progress: bool = T
     env = dict(os.environ)
     # torchrun would set 1; give every rank its share of the cores instead
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    # the ranks' gloo (CPU) or NCCL (GPU) connections listen on the loopback interface, not the hostname's address
+    interface = loopback_interface()
+    env.update(GLOO_SOCKET_IFNAME=interface, NCCL_SOCKET_IFNAME=f"={interface}")
     stopped = False
     with tempfile.TemporaryDirectory(prefix="monai-anon-ddp-") as tmp:
         config = Path(tmp) / "config.yaml"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -459,8 +460,6 @@ class CaseAnonymizerTest(ScriptedLoadableModuleTest):
 
     def test_server_down_message(self) -> None:
         self.delayDisplay("Message when no server answers")
-        import socket
-
         with socket.socket() as s:  # a port on this computer that nobody listens to
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]

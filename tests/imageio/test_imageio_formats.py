@@ -21,9 +21,16 @@ from pydicom.filewriter import write_dataset
 from monai_anon_app.data.cohort_writer import write_cohort
 from monai_anon_app.data.phantoms import Cohort
 from monai_anon_app.dicom.files import is_dicom
-from monai_anon_app.imageio.formats import format_from_name, sniff_bytes, sniff_format
+from monai_anon_app.imageio.formats import (
+    FORMAT_SUFFIXES,
+    PNG_MAGIC,
+    format_from_name,
+    nifti_suffix,
+    sniff_bytes,
+    sniff_format,
+)
 from monai_anon_app.imageio.images import image_format
-from monai_anon_app.server.uploads import probe_format
+from monai_anon_app.server.uploads import SUFFIX, upload_suffix
 
 pytestmark = pytest.mark.filterwarnings("ignore:builtin type .* has no __module__:DeprecationWarning")  # ITK's SWIG
 
@@ -90,7 +97,8 @@ def test_every_kind_is_told_by_its_content(samples, tmp_path):
         renamed = tmp_path / f"upload-{name.replace(' ', '-')}.bin"  # a name that says nothing
         shutil.copy(path, renamed)
         assert sniff_format(renamed) == fmt, name
-        assert probe_format(renamed) == fmt, name  # the server's uploads
+        if fmt is not None:  # the server's uploads are saved under the suffix of their content
+            assert upload_suffix(renamed, fmt) == (nifti_suffix(renamed) if fmt == "nifti" else SUFFIX[fmt]), name
         assert image_format(renamed) == (fmt if fmt != "zip" else None), name  # the command line's images
         assert is_dicom(renamed) == (fmt == "dicom"), name  # the DICOM commands
 
@@ -117,10 +125,28 @@ def test_names_count_only_where_content_says_nothing(samples, tmp_path):
     assert sniff_format(fake) is None and sniff_format(fake, names=True) == "png" and image_format(fake) == "png"
     junk = tmp_path / "x.dcm"
     junk.write_text("not dicom at all")
-    assert probe_format(junk) is None and is_dicom(junk)  # the server trusts content only
+    assert sniff_format(junk) is None and is_dicom(junk)  # the server trusts content only
     disguised = tmp_path / "really-a-png.dcm"
     shutil.copy(samples["png"][0], disguised)
     assert sniff_format(disguised, names=True) == "png" and not is_dicom(disguised)  # content wins
     for name, fmt in (("a.NII.GZ", "nifti"), ("b.nhdr", "nrrd"), ("c.MHD", "mha"), ("d.dic", "dicom"),
                       ("e.txt", None), ("f.gz", None)):
         assert format_from_name(name) == fmt, name
+
+
+def test_dicom_preamble_holding_a_png_or_zip_signature_is_dicom(samples, tmp_path):
+    """The 128-byte preamble is free bytes: a DICOM file whose preamble starts with a PNG signature or a zip
+    header is still DICOM (``DICM`` at byte 128 is tested first)."""
+    data = samples["dicom"][0].read_bytes()
+    assert data[128:132] == b"DICM"
+    for name, magic in (("png", PNG_MAGIC), ("zip", b"PK\x03\x04"), ("empty zip", b"PK\x05\x06")):
+        path = tmp_path / f"preamble-{name.replace(' ', '-')}.bin"
+        path.write_bytes(magic + data[len(magic):])
+        assert sniff_format(path) == "dicom" and image_format(path) == "dicom" and is_dicom(path), name
+        assert pydicom.dcmread(str(path)).Rows == 32, name
+
+
+def test_suffixes_name_new_files_by_the_first_of_each_format():
+    assert {fmt: suffixes[0] for fmt, suffixes in FORMAT_SUFFIXES.items()} == {
+        "png": ".png", "nifti": ".nii.gz", "dicom": ".dcm", "nrrd": ".nrrd", "mha": ".mha"}
+    assert SUFFIX["nifti"] == ".nii.gz" and SUFFIX["zip"] == ".zip"  # the server's uploads

@@ -18,6 +18,7 @@ import pydicom
 import pytest
 from distributed import Client
 
+from monai_anon_app.imageio.images import PARTIAL_PREFIX
 from monai_anon_app.runner.journal import JOURNAL_NAME
 
 KEY = ["--key", "dask-test-key-0123"]
@@ -47,8 +48,13 @@ def summary_of(text: str, command: str) -> tuple[int, int, int, int]:
 
 
 def outputs(folder: Path) -> dict[str, bytes]:
+    """The complete output files under ``folder`` (not the journal, not a file still being written)."""
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != JOURNAL_NAME}
+            if p.is_file() and p.name != JOURNAL_NAME and not p.name.startswith(PARTIAL_PREFIX)}
+
+
+def partial_files(folder: Path) -> list[Path]:
+    return list(folder.rglob(f"{PARTIAL_PREFIX}*"))
 
 
 def journal_lines(folder: Path) -> list[str]:
@@ -114,7 +120,10 @@ def test_a_batch_on_the_cluster_matches_one_process_byte_for_byte(cohort, cluste
     a, b = outputs(single), outputs(dask)
     assert len(a) == 24 and a.keys() == b.keys()
     assert [k for k in a if a[k] != b[k]] == []  # headers and pixels byte-identical
-    assert "Jane Doe" not in "".join(journal_lines(dask))  # the journal holds keyed digests only
+    journal = "\n".join(journal_lines(dask))
+    identifiers = {p.name for p in cohort.iterdir()} | {str(pydicom.dcmread(p).PatientID)
+                                                          for p in cohort.rglob("*.dcm") if p.name != "broken.dcm"}
+    assert not [i for i in identifiers if i in journal]  # keyed digests only: no file name, no patient ID
     assert len(journal_lines(dask)) == 26 and all(re.fullmatch(r"[0-9a-f]{64} (done|skipped) .*", line)
                                                   for line in journal_lines(dask))
 
@@ -143,7 +152,8 @@ def test_a_worker_killed_mid_run_leaves_every_file_written_once(cohort, cluster,
     text = (tmp_path / "log").read_text()
     assert summary_of(text, "anonymize") == (24, 1, 0, 2), text
     written = outputs(out)
-    assert len(written) == 24 and all(name.endswith(".dcm") for name in written)  # no partial or temporary file
+    assert len(written) == 24 and all(name.endswith(".dcm") for name in written)
+    assert partial_files(out) == []  # what the killed worker was writing is gone
     for data in written.values():
         assert pydicom.dcmread(io.BytesIO(data)).pixel_array.shape == (64, 64)
     digests = [line.split()[0] for line in journal_lines(out)]
@@ -171,6 +181,7 @@ def test_a_killed_client_started_again_redoes_nothing_finished(cohort, cluster, 
     # files the first run had recorded as finished were not written again
     recorded_done = sum(1 for line in finished_before if " done " in line)
     untouched = [n for n, t in stamps.items() if (out / n).stat().st_mtime_ns == t]
+    assert partial_files(out) == []
     assert len(untouched) >= recorded_done
     # and the result is what one uninterrupted run makes
     reference = tmp_path / "reference"
@@ -191,3 +202,37 @@ def test_pixels_do_not_depend_on_the_parallelism(cohort, tiny_model, tmp_path):
         a = pydicom.dcmread(io.BytesIO(data)).pixel_array
         b = pydicom.dcmread(io.BytesIO(runs["two"][key])).pixel_array
         assert np.array_equal(a, b), key
+
+
+def test_a_finished_counterfactual_batch_started_again_redoes_nothing(cohort, cluster, tiny_model, tmp_path):
+    out = tmp_path / "out"
+    args = ("counterfactual", cohort, out, "--target", "nodule", "--model", tiny_model, *KEY, "--no-progress",
+            "--scheduler", cluster["address"])
+    first = monai_anon(*args)
+    assert summary_of(first.stdout, "counterfactual") == (24, 1, 0, 2), first.stdout + first.stderr
+    stamps = {name: (out / name).stat().st_mtime_ns for name in outputs(out)}
+    again = monai_anon(*args)  # no --seed: a counterfactual draws none, so the run's fingerprint is the same
+    assert summary_of(again.stdout, "counterfactual") == (24, 1, 0, 2), again.stdout + again.stderr
+    assert {name: (out / name).stat().st_mtime_ns for name in outputs(out)} == stamps
+
+
+def test_a_duplicate_instance_is_skipped_on_the_cluster_as_in_one_process(cohort, cluster, tmp_path):
+    folder = tmp_path / "in"
+    first, second = [p for p in sorted(cohort.rglob("*.dcm")) if p.name != "broken.dcm"][:2]
+    folder.mkdir()
+    for name in ("a.dcm", "b.dcm"):  # the same instance twice, as archives that were copied twice hold it
+        (folder / name).write_bytes(first.read_bytes())
+    (folder / "c.dcm").write_bytes(second.read_bytes())
+    single, dask = tmp_path / "single", tmp_path / "dask"
+    r1 = monai_anon("deid", folder, single, *KEY, "--no-progress")
+    r2 = monai_anon("deid", folder, dask, *KEY, "--no-progress", "--scheduler", cluster["address"], "--chunk-size", 1)
+    assert r1.stdout.splitlines()[-1] == r2.stdout.splitlines()[-1] == \
+        "deid: 2 done, 1 skipped (1 duplicate instance), 0 failed"
+    assert outputs(single) == outputs(dask) and len(outputs(dask)) == 2
+
+
+def test_an_unknown_counterfactual_class_stops_before_any_file(cohort, tiny_model, tmp_path):
+    r = monai_anon("counterfactual", cohort, tmp_path / "out", "--target", "fracture", "--model", tiny_model,
+                   "--no-progress", "--workers", 1)
+    assert r.returncode == 2 and "unknown class 'fracture'" in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()

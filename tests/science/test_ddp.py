@@ -1,12 +1,14 @@
 """Training on several processes (torch DDP through torchrun, gloo on the CPU): the real CLI with ``--nproc 2``,
-interrupted and resumed, the published model used by ``monai-anon anonymize``; the ranks split every step's
-patients and keep identical weights (the trainer's per-rank trace, ``MONAI_ANON_TRAIN_TRACE``)."""
+listening on loopback only, interrupted and resumed, the published model used by ``monai-anon anonymize``; the
+ranks split every step's patients and keep identical weights (the trainer's per-rank trace,
+``MONAI_ANON_TRAIN_TRACE``)."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +19,7 @@ import psutil
 import pytest
 import torch
 import yaml
+from torch.distributed.elastic.rendezvous import RendezvousParameters
 
 from monai_anon_app.cli import main
 from monai_anon_app.data.datasets import PatientBatchSampler
@@ -24,18 +27,35 @@ from monai_anon_app.modelfolder.config import load_config
 from monai_anon_app.server.params import Option
 from monai_anon_app.server.request_errors import RequestError
 from monai_anon_app.server.train import DisentanglerTrainTask, ddp_processes
+from monai_anon_app.training.distributed import LOOPBACK, LoopbackRendezvous, create_loopback_rendezvous
 from monai_anon_app.training.fit import load_training_data
+from monai_anon_app.training.launch import loopback_interface
 from monai_anon_app.training.trainer import CHECKPOINT, TRACE_ENV, DisentanglerTrainer
 
 TINY_CONFIG = Path(__file__).resolve().parents[2] / "monai_anon_app" / "training" / "configs" / "tiny.yaml"
 STEPS = 8
 
 
-def cli(*args: object, trace: Path | None = None, **popen) -> subprocess.Popen:
+def cli(*args: object, trace: Path | None = None, env: dict[str, str] | None = None, **popen) -> subprocess.Popen:
     """The real console entry point in a subprocess (with the per-rank trace written to ``trace``)."""
-    env = {**os.environ, **({TRACE_ENV: str(trace)} if trace else {})}
+    env = {**(os.environ if env is None else env), **({TRACE_ENV: str(trace)} if trace else {})}
     return subprocess.Popen([sys.executable, "-m", "monai_anon_app.cli", *map(str, args)], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+def listening(procs: list[psutil.Process]) -> dict[int, list[str]]:
+    """The addresses (``ip:port``) each process in ``procs`` listens on with TCP."""
+    found = {}
+    for proc in procs:
+        conns = proc.net_connections(kind="tcp") if hasattr(proc, "net_connections") else proc.connections("tcp")
+        found[proc.pid] = [f"{c.laddr.ip}:{c.laddr.port}" for c in conns if c.status == psutil.CONN_LISTEN]
+    return found
+
+
+def other_interface() -> str | None:
+    """A network interface other than loopback with an IPv4 address (where gloo listens when told to)."""
+    return next((name for name, addrs in psutil.net_if_addrs().items() if name != loopback_interface()
+                 and any(a.family == socket.AF_INET for a in addrs)), None)
 
 
 def read_trace(folder: Path) -> dict[int, list[dict]]:
@@ -57,8 +77,11 @@ def test_two_ranks_train_resume_and_publish_a_model_the_cli_uses(config, tmp_pat
     cfg = load_config(config)
     train_cmd = ("train", out, "--config", config, "--nproc", "2", "--no-progress")
 
-    # 1. interrupted (Ctrl-C) once the first checkpoint is written: torchrun and both ranks end with it
-    first = cli(*train_cmd, trace=tmp_path / "trace1")
+    # 1. interrupted (Ctrl-C) once the first checkpoint is written: torchrun and both ranks end with it. Meanwhile
+    # every socket of the run listens on loopback only, even with gloo pointed at another interface
+    other = other_interface()
+    first = cli(*train_cmd, trace=tmp_path / "trace1", env={**os.environ, **({"GLOO_SOCKET_IFNAME": other} if other
+                                                                            else {})})
     deadline = time.monotonic() + 240
     while not (out / CHECKPOINT).is_file():
         assert first.poll() is None, first.communicate()
@@ -66,6 +89,9 @@ def test_two_ranks_train_resume_and_publish_a_model_the_cli_uses(config, tmp_pat
         time.sleep(0.05)
     children = psutil.Process(first.pid).children(recursive=True)
     assert len(children) >= 3  # torchrun and its two workers
+    sockets = listening([psutil.Process(first.pid), *children])
+    assert sum(map(len, sockets.values())) >= 3, sockets  # torchrun's store, one gloo listener a rank
+    assert all(a.rsplit(":", 1)[0] in ("127.0.0.1", "::1") for addrs in sockets.values() for a in addrs), sockets
     first.send_signal(signal.SIGINT)
     _, err = first.communicate(timeout=120)
     assert first.returncode == 130, err[-3000:]
@@ -144,8 +170,25 @@ def test_rest_multi_gpu_maps_to_ddp_processes():
     assert ddp_processes(parsed, cuda_devices=4) == 4  # one per visible GPU
     assert ddp_processes({**parsed, "gpus": "0,2"}, cuda_devices=4) == 2
     assert ddp_processes({**parsed, "multi_gpu": False}, cuda_devices=4) == 1
-    assert ddp_processes(task.parse({}), cuda_devices=0) == 1  # the default: one process, as before
+    assert ddp_processes(task.parse({}), cuda_devices=0) == 1  # the default: one process
     with pytest.raises(RequestError, match="gpus"):
         task.parse({"multi_gpu": True, "gpus": "0;rm -rf"})
     with pytest.raises(RequestError, match="processes"):
         task.parse({"multi_gpu": True, "processes": 0})
+
+
+def test_the_rendezvous_store_listens_on_loopback_only():
+    rdzv = LoopbackRendezvous("test-run")
+    info = rdzv.next_rendezvous()
+    assert (info.rank, info.world_size, rdzv.use_agent_store) == (0, 1, True)
+    port = info.bootstrap_store_info.master_port
+    assert info.bootstrap_store_info.master_addr == LOOPBACK and port > 0
+    info.store.set("key", "value")
+    assert info.store.get("key") == b"value"
+    assert f"{LOOPBACK}:{port}" in listening([psutil.Process()])[os.getpid()]
+    assert rdzv.next_rendezvous().bootstrap_store_info.master_port == port  # one store for the run
+    params = {"backend": "monai-anon-loopback", "run_id": "r", "min_nodes": 1, "max_nodes": 1}
+    with pytest.raises(ValueError, match=r"listens on 127\.0\.0\.1"):
+        create_loopback_rendezvous(RendezvousParameters(endpoint="0.0.0.0:0", **params))
+    with pytest.raises(ValueError, match="one machine"):
+        create_loopback_rendezvous(RendezvousParameters(endpoint="127.0.0.1:0", **{**params, "max_nodes": 2}))

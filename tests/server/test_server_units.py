@@ -48,17 +48,18 @@ def test_ids_with_path_components_are_refused():
 
 
 def test_loopback_detection():
-    from monai_anon_app.server.launch import is_loopback
+    from monai_anon_app.network import is_loopback
 
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and is_loopback("127.5.5.5")
     assert not is_loopback("0.0.0.0") and not is_loopback("::") and not is_loopback("192.0.2.1")
     assert not is_loopback("no-such-host.invalid")
 
 
-def test_probe_format_trusts_content_not_names(tmp_path):
+def test_sniff_format_trusts_content_not_names(tmp_path):
     from server_testlib import make_study, write_nifti, write_png16
 
-    from monai_anon_app.server.uploads import probe_format
+    from monai_anon_app.imageio.formats import sniff_format
+    from monai_anon_app.server.uploads import upload_suffix
 
     png = write_png16(tmp_path / "a.png", np.ones((16, 16)))
     nii = write_nifti(tmp_path / "b.nii.gz", np.ones((16, 16), np.float32), np.eye(4))
@@ -67,9 +68,10 @@ def test_probe_format_trusts_content_not_names(tmp_path):
     for src, fmt in ((png, "png"), (nii, "nifti"), (dcm, "dicom")):
         renamed = tmp_path / f"upload-{fmt}.bin"
         shutil.copy(src, renamed)
-        assert probe_format(src) == fmt and probe_format(renamed) == fmt
+        assert sniff_format(src) == fmt and sniff_format(renamed) == fmt
+        assert upload_suffix(renamed, fmt) == {"png": ".png", "nifti": ".nii.gz", "dicom": ".dcm"}[fmt]
     (tmp_path / "x.dcm").write_text("not dicom at all")
-    assert probe_format(tmp_path / "x.dcm") is None
+    assert sniff_format(tmp_path / "x.dcm") is None
 
 
 def test_dicom_geometry_affine():
