@@ -14,17 +14,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import sysconfig
-import time
 import zipfile
 from pathlib import Path
 
 import pytest
-import requests
+from server_testlib import free_port, launch_server
 
 try:
     import tomllib
@@ -36,7 +33,6 @@ PACKAGE = REPO / "monai_anon_app"
 MODEL_FILES = ("config.yaml", "model.pt", "identity_vae.pt", "bank.pt", "calibration.json", "finding_judge.pt",
                "metrics.json", "README.md", "examples.png")
 SAMPLE_DICOM = sorted(p.name for p in (PACKAGE / "data" / "sample_study" / "images").glob("*.dcm"))
-SERVER_START_S = 300.0  # a busy 2-core machine imports torch + MONAI Label slowly
 
 
 def setuptools_config() -> dict:
@@ -174,38 +170,13 @@ def test_serve_dry_run_serves_the_installed_model(venv, site, env, tmp_path):
     assert model == site / "monai_anon_app" / "models" / "phantom-cxr" and not inside(model, REPO)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_from_the_wheel_answers_info(venv, env, tmp_path):
     port = free_port()
-    log = tmp_path / "server.log"
     cmd = [venv / "bin" / "monai-anon", "serve", "--workdir", tmp_path / "work", "--port", port, "--workers", "0",
            "--log-level", "warning"]
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen([str(c) for c in cmd], cwd=tmp_path, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    server = launch_server(cmd, tmp_path / "work", port, cwd=tmp_path, env=env)
     try:
-        deadline = time.monotonic() + SERVER_START_S
-        info = None
-        while info is None:
-            assert proc.poll() is None, f"the server exited with code {proc.returncode}:\n{log.read_text()[-4000:]}"
-            assert time.monotonic() < deadline, f"no /info/ within {SERVER_START_S:.0f} s:\n{log.read_text()[-4000:]}"
-            try:
-                answer = requests.get(f"http://127.0.0.1:{port}/info/", timeout=10)
-                info = answer.json() if answer.status_code == 200 else None
-            except requests.RequestException:
-                pass
-            if info is None:
-                time.sleep(1.0)
-        model = info["models"]["anonymize"]["model"]
+        model = server.get("/info/").json()["models"]["anonymize"]["model"]
         assert model["available"] is True and model["name"] == "phantom-cxr", model
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
+        server.stop()

@@ -28,7 +28,7 @@ from monai_anon_app.imageio.formats import IMAGE_KINDS
 from monai_anon_app.imageio.images import image_format, read_image, write_image
 from monai_anon_app.inference import Anonymizer, seed_for
 from monai_anon_app.modelfolder.config import load_config
-from monai_anon_app.modelfolder.folder import checksum, is_complete, missing_files
+from monai_anon_app.modelfolder.folder import checksum, is_complete, require_complete
 from monai_anon_app.modelfolder.registry import resolve_model
 from monai_anon_app.runner import Refused, Skipped, Summary
 from monai_anon_app.runner.cluster import ClusterOptions
@@ -65,10 +65,7 @@ class ModelJob(FileJob):
 
         def anonymizer() -> Anonymizer:  # loaded on first use: headers-only runs need no model
             if not loaded:
-                loaded.append(Anonymizer.load(resolve_model(self.model)))
-                if self.target is not None and self.target not in loaded[0].classes:
-                    raise InputError(f"unknown class {self.target!r}; the model knows "
-                                     f"{', '.join(loaded[0].classes)}")
+                loaded.append(Anonymizer.load(resolve_model(self.model)))  # the target was checked by run()
             return loaded[0]
 
         def pixel_fn(pixels: np.ndarray, key: str | None) -> np.ndarray:
@@ -138,11 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
 def check_target(model: str | None, target: str) -> None:
     """Refuse, before any file, a counterfactual class the model does not know."""
-    folder = resolve_model(model)
-    missing = missing_files(folder) if folder.is_dir() else ["the folder"]
-    if missing:
-        raise ModelError(f"model folder {folder} lacks {', '.join(missing)}; train it with `monai-anon train`")
-    classes = load_config(folder / "config.yaml").classes
+    classes = load_config(require_complete(resolve_model(model)) / "config.yaml").classes
     if target not in classes:
         raise InputError(f"unknown class {target!r}; the model knows {', '.join(classes)}")
 

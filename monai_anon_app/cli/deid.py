@@ -85,15 +85,15 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.input).is_file() and not is_dicom(args.input):
         raise InputError(f"{args.input} is not a DICOM file")
     layout = layout_from_args(args, args.input, args.output, options)
-    inputs = layout.inputs()
-    if not inputs:
-        raise InputError(f"{args.input} holds no files")
     src, dst = Path(args.input), Path(args.output)
     cluster = cluster_from_args(args)
     if cluster is not None:  # workers resolve nothing against their own working folder
         src, dst = src.resolve(), dst.resolve()
     job = FileJob("deid", src, dst, options, keep_names=layout.keep_names)
-    summary = run_files(job, job.layout().inputs(), progress=not args.no_progress, cluster=cluster)
+    inputs = job.layout().inputs()
+    if not inputs:
+        raise InputError(f"{args.input} holds no files")
+    summary = run_files(job, inputs, progress=not args.no_progress, cluster=cluster)
     print_outcomes(summary, layout)
     print(summary.line("deid", refusals=False))
     return 0 if summary.ok else 1

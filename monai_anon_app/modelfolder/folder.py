@@ -31,7 +31,7 @@ from monai_anon_app.modelfolder.config import TrainConfig, load_config
 from monai_anon_app.networks import DisentanglementModel, IdentityVAE
 
 __all__ = ["FINDING_JUDGE", "MODEL_FILES", "CaseBank", "LoadedModel", "checksum", "is_complete", "load_json",
-           "load_model", "missing_files", "save_json", "save_model"]
+           "load_model", "missing_files", "require_complete", "save_json", "save_model"]
 
 MODEL_FILES = ("config.yaml", "model.pt", "identity_vae.pt", "bank.pt", "calibration.json")
 FINDING_JUDGE = "finding_judge.pt"
@@ -88,6 +88,17 @@ def is_complete(folder: str | Path | None) -> bool:
     return folder is not None and Path(folder).is_dir() and not missing_files(folder)
 
 
+def require_complete(folder: str | Path) -> Path:
+    """``folder`` as a path; :class:`~monai_anon_app.errors.ModelError` when it is not a complete model folder."""
+    d = Path(folder)
+    if not d.is_dir():
+        raise ModelError(f"model folder {d} does not exist")
+    missing = missing_files(d)
+    if missing:
+        raise ModelError(f"model folder {d} lacks {', '.join(missing)}; train it with `monai-anon train`")
+    return d
+
+
 def save_model(folder: str | Path, config: TrainConfig, model: DisentanglementModel, vae: IdentityVAE,
                bank: CaseBank, calibration: dict, finding_judge: torch.nn.Module | None = None) -> Path:
     """Write a complete model folder (every file of :data:`MODEL_FILES`, and the judge when given)."""
@@ -117,12 +128,7 @@ class LoadedModel:
 
 def load_model(folder: str | Path) -> LoadedModel:
     """Load a model folder; :class:`~monai_anon_app.errors.ModelError` says what is missing or does not fit."""
-    d = Path(folder)
-    if not d.is_dir():
-        raise ModelError(f"model folder {d} does not exist")
-    missing = missing_files(d)
-    if missing:
-        raise ModelError(f"model folder {d} lacks {', '.join(missing)}; train it with `monai-anon train`")
+    d = require_complete(folder)
     try:
         cfg = load_config(d / "config.yaml")
     except (ValueError, TypeError) as exc:

@@ -92,14 +92,22 @@ def start_server(workdir: Path, studies: str | Path, model: Path, *extra: str, s
                  env: dict[str, str] | None = None) -> Server:
     """Start ``monai-anon serve`` on a free loopback port and wait until ``/info/`` answers."""
     port = free_port()
-    workdir.mkdir(parents=True, exist_ok=True)
-    log = workdir / "server.log"
     cmd = [sys.executable, "-m", "monai_anon_app.cli", "serve", "--studies", str(studies), "--model", str(model),
            "--workdir", str(workdir), "--port", str(port), "--log-level", "warning", *extra]
+    return launch_server(cmd, workdir, port, studies=str(studies), scheme=scheme, verify=verify, headers=headers,
+                         ready_status=ready_status, env={**os.environ, **(env or {})})
+
+
+def launch_server(cmd: list[str], workdir: Path, port: int, *, studies: str = "", cwd: Path = REPO,
+                  scheme: str = "http", verify: Any = True, headers: dict[str, str] | None = None,
+                  ready_status: tuple[int, ...] = (200,), env: dict[str, str] | None = None) -> Server:
+    """Run the server command ``cmd`` (listening on ``port``; its log in ``workdir/server.log``) and wait until
+    ``/info/`` answers."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / "server.log"
     with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=REPO,
-                                env={**os.environ, **(env or {})})
-    server = Server(f"{scheme}://127.0.0.1:{port}", workdir, str(studies), proc, log, verify, headers or {})
+        proc = subprocess.Popen([str(c) for c in cmd], stdout=fh, stderr=subprocess.STDOUT, cwd=cwd, env=env)
+    server = Server(f"{scheme}://127.0.0.1:{port}", workdir, studies, proc, log, verify, headers or {})
 
     def ready() -> bool:
         if proc.poll() is not None:
