@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from monai_anon_app.evaluation.metrics import (
     eer_threshold,
     mean_ssim,
     roc_auc,
+    synthetic_identity_matches,
     verification_scores,
 )
 from monai_anon_app.evaluation.report import write_report
@@ -58,7 +60,7 @@ TARGETS = (
     ("counterfactuals.identity_kept", ">=", 0.80),
     ("counterfactuals.change_inside_region", ">=", 0.70),
     ("explain.a2_auc", "<=", 0.60),
-    ("synthetic_identities.match_rate_minus_held_out", "<=", 0.0),
+    ("synthetic_identities.search_match_rate_minus_held_out", "<=", 0.0),
     ("reconstruction.ssim", ">=", 0.90),
 )
 
@@ -88,6 +90,11 @@ class EvalConfig:
     attacker_seed: int = 7002
     #: identities of the oracle anonymizations (a fourth, disjoint set of patients)
     oracle_seed: int = 7003
+    #: the utility judge's own cohort (a fifth set): a finding classifier trained on 150 patients changed its
+    #: mind on 11 % of the phantom's true identity swaps; on 1 200 patients and 4 000 steps on 3 %
+    utility_patients: int = 1200
+    utility_images_per_patient: int = 4
+    utility_seed: int = 7004
     a1_fit_visits: int = 4
     anonymize_seed: int = 0
     candidates: int = CANDIDATES
@@ -95,9 +102,11 @@ class EvalConfig:
     explain_k: int = 3
     #: dilation (pixels) of the oracle finding masks that bound a counterfactual's allowed change
     region_dilation: int = 2
+    #: share of held-out real images that match a training image at the synthetic-identity search threshold
+    search_false_match_rate: float = 0.05
     figure_rows: int = 3
     figure_seeds: int = 3
-    utility: JudgeConfig = field(default_factory=lambda: JudgeConfig(steps=500))
+    utility: JudgeConfig = field(default_factory=lambda: JudgeConfig(steps=4000))
     a1: JudgeConfig = field(default_factory=lambda: JudgeConfig(steps=500))
     a2: JudgeConfig = field(default_factory=lambda: JudgeConfig(steps=800))
     a3: JudgeConfig = field(default_factory=lambda: JudgeConfig(steps=800))
@@ -122,15 +131,16 @@ def code_checksum() -> str:
     return h.hexdigest()
 
 
-def _judge(cache: Path, name: str, key: dict, kind: str, images: np.ndarray, labels, cfg: JudgeConfig,
-           progress: bool) -> Judge:
-    """Train a judge, or reuse the cached one trained with exactly the same data spec and config."""
+def _judge(cache: Path, name: str, key: dict, kind: str, data: Callable[[], tuple[np.ndarray, Sequence]],
+           cfg: JudgeConfig, progress: bool) -> Judge:
+    """Train a judge on ``data()`` (images, labels), or reuse the cached one trained with exactly the same data
+    spec and config (``data`` is not called then)."""
     digest = hashlib.sha256(json.dumps({**key, "cfg": dataclasses.asdict(cfg)}, sort_keys=True,
                                        default=str).encode()).hexdigest()[:16]
     path = cache / f"{name}-{digest}.pt"
     if path.is_file():
         return Judge.load(path, cfg)
-    judge = _fit(name, kind, images, labels, cfg, progress)
+    judge = _fit(name, kind, *data(), cfg, progress)
     cache.mkdir(parents=True, exist_ok=True)
     judge.save(path)
     return judge
@@ -232,7 +242,8 @@ def evaluate(model_dir: str | Path, out_dir: str | Path, cfg: EvalConfig | None 
         raise ValueError(f"the phantom evaluation needs a model of the classes {FINDINGS}; {model_dir} lacks "
                          f"{sorted(unknown)}")
     train_cfg = anon.config
-    if not train_cfg.data and train_cfg.phantom_seed in (cfg.test_seed, cfg.attacker_seed, cfg.oracle_seed):
+    if not train_cfg.data and train_cfg.phantom_seed in (cfg.test_seed, cfg.attacker_seed, cfg.oracle_seed,
+                                                         cfg.utility_seed):
         raise ValueError("the evaluation cohorts must not share the training cohort's seed")
     test_cohort = Cohort(cfg.test_patients, cfg.test_images_per_patient, cfg.test_seed)
     attack_cohort = Cohort(cfg.attacker_patients, cfg.attacker_images_per_patient, cfg.attacker_seed)
@@ -245,18 +256,24 @@ def evaluate(model_dir: str | Path, out_dir: str | Path, cfg: EvalConfig | None 
     cache = out / "judges"
     spec = {"size": size, "phantom_version": PHANTOM_VERSION}
     attack_key = {**spec, "cohort": [cfg.attacker_patients, cfg.attacker_images_per_patient, cfg.attacker_seed]}
-    utility = _judge(cache, "utility", attack_key, "classifier", attack.images, attack.findings, cfg.utility,
+    utility_cohort = [cfg.utility_patients, cfg.utility_images_per_patient, cfg.utility_seed]
+
+    def utility_data() -> tuple[np.ndarray, list[str]]:
+        images = from_cohort(Cohort(*utility_cohort), size)
+        return images.images, images.findings
+
+    utility = _judge(cache, "utility", {**spec, "cohort": utility_cohort}, "classifier", utility_data, cfg.utility,
                      progress)
-    a2 = _judge(cache, "a2", attack_key, "verifier", attack.images, attack.patient_ids, cfg.a2, progress)
+    a2 = _judge(cache, "a2", attack_key, "verifier", lambda: (attack.images, attack.patient_ids), cfg.a2, progress)
     nod = [i for i, c in enumerate(attack_cases) if c.finding.kind == "nodule"]
-    localiser = _judge(cache, "localiser", attack_key, "regressor", attack.images[nod],
-                       [_location(attack_cases[i]) for i in nod], cfg.localiser, progress)
+    localiser = _judge(cache, "localiser", attack_key, "regressor",
+                       lambda: (attack.images[nod], [_location(attack_cases[i]) for i in nod]), cfg.localiser, progress)
     visits = [c.visit for c in cases]
     fit = [i for i, v in enumerate(visits) if v < cfg.a1_fit_visits]
     held = [i for i, v in enumerate(visits) if v >= cfg.a1_fit_visits]
     a1 = _judge(cache, "a1", {**spec, "cohort": [cfg.test_patients, cfg.test_images_per_patient, cfg.test_seed],
                               "fit": cfg.a1_fit_visits},
-                "classifier", test.images[fit], [test.patient_ids[i] for i in fit], cfg.a1, progress)
+                "classifier", lambda: (test.images[fit], [test.patient_ids[i] for i in fit]), cfg.a1, progress)
     judges = _Judges(utility, a1, a2, localiser, test, cases, held)
 
     # -- the model's outputs on the test cohort ---------------------------------------------------
@@ -309,18 +326,9 @@ def evaluate(model_dir: str | Path, out_dir: str | Path, cfg: EvalConfig | None 
     metrics["explain"] = _explain_privacy(anon, test, train, train_emb, a2, cfg)
 
     # -- synthetic identities ----------------------------------------------------------------------
-    anon_emb = a2.embed(anonymized)
-    synth_match = float(((anon_emb @ train_emb.T).max(1) >= judges.tau).mean())
-    held_match = float(((judges.gallery @ train_emb.T).max(1) >= judges.tau).mean())
-
-    def spread(e: np.ndarray) -> float:
-        sim = e @ e.T
-        return float(1 - sim[np.triu_indices(len(e), 1)].mean())
-
     metrics["synthetic_identities"] = {
-        "match_rate": synth_match, "held_out_false_match_rate": held_match,
-        "match_rate_minus_held_out": synth_match - held_match,
-        "diversity_synthetic": spread(anon_emb), "diversity_real": spread(judges.gallery),
+        **synthetic_identity_matches(a2.embed(anonymized), judges.gallery, train_emb, judges.tau,
+                                cfg.search_false_match_rate),
         "model_space_nearest_training_distance_median": float(np.median([d[0] for d in id_dists])),
         "model_space_novelty_threshold": anon.threshold}
     metrics["targets"] = _check_targets(metrics)

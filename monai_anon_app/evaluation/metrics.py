@@ -1,4 +1,4 @@
-"""Metric helpers: verification pairs and AUC, operating thresholds, top-1, minimality."""
+"""Metric helpers: verification pairs and AUC, operating thresholds, top-1, minimality, synthetic-identity matches."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ __all__ = [
     "eer_threshold",
     "mean_ssim",
     "roc_auc",
+    "synthetic_identity_matches",
     "verification_scores",
 ]
 
@@ -64,3 +65,32 @@ def change_inside(before: np.ndarray, after: np.ndarray, region: np.ndarray) -> 
     change = np.abs(np.asarray(after, np.float64) - np.asarray(before, np.float64))
     total = change.sum()
     return float((change * region).sum() / total) if total > 0 else 1.0
+
+
+def synthetic_identity_matches(synthetic: np.ndarray, real: np.ndarray, training: np.ndarray, tau: float,
+                               false_match_rate: float) -> dict:
+    """Do anonymized images (A2 embeddings ``synthetic``) match a training image more often than held-out real
+    patients' images (``real``) do?
+
+    A match is a training image (``training``) at or above a threshold. At A2's one-to-one equal-error
+    threshold ``tau`` nearly every probe matches one of thousands of training images, real ones too, so that
+    comparison cannot tell; the search threshold is the one at which only ``false_match_rate`` of the held-out
+    real images match someone (a one-to-many search's operating point), and the target compares there.
+    """
+    synthetic_nearest, real_nearest = (synthetic @ training.T).max(1), (real @ training.T).max(1)
+    search = float(np.quantile(real_nearest, 1.0 - false_match_rate))
+
+    def spread(e: np.ndarray) -> float:
+        sim = e @ e.T
+        return float(1 - sim[np.triu_indices(len(e), 1)].mean())
+
+    out = {}
+    for name, threshold in (("", tau), ("search_", search)):
+        synthetic_rate = float((synthetic_nearest >= threshold).mean())
+        real_rate = float((real_nearest >= threshold).mean())
+        out.update({f"{name}match_rate": synthetic_rate, f"{name}held_out_false_match_rate": real_rate,
+                    f"{name}match_rate_minus_held_out": synthetic_rate - real_rate})
+    return {**out, "search_threshold": search,
+            "nearest_training_similarity_median_synthetic": float(np.median(synthetic_nearest)),
+            "nearest_training_similarity_median_real": float(np.median(real_nearest)),
+            "diversity_synthetic": spread(synthetic), "diversity_real": spread(real)}

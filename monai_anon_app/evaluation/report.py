@@ -99,7 +99,8 @@ def write_report(out: Path, metrics: dict, test_images: np.ndarray, anon, x: tor
     lines = [f"# Evaluation of `{metrics['model']}`", "",
              f"Image size {metrics['image_size']} px, {cfg.test_patients} held-out test patients × "
              f"{cfg.test_images_per_patient} images; judges trained on original images only "
-             f"({cfg.attacker_patients} disjoint patients for A2, A3, the localiser and the utility judge). "
+             f"({cfg.attacker_patients} disjoint patients for A2, A3 and the localiser, {cfg.utility_patients} "
+             "others for the utility judge). "
              "Ceilings are the same judges on the phantom's oracle images (true identity swaps, true "
              "counterfactuals).", "", "## Targets", "", targets_table(metrics),
              "", "## Judges on originals, reconstructions, anonymized and oracle-anonymized images", "",

@@ -108,7 +108,7 @@ def test_training_rejects_findings_outside_the_classes(tmp_path):
 def test_evaluate_writes_metrics_report_and_figures(tiny_model, tmp_path):
     cfg = EvalConfig.from_dict({
         "test_patients": 4, "test_images_per_patient": 4, "attacker_patients": 6, "attacker_images_per_patient": 3,
-        "a1_fit_visits": 2, "figure_rows": 2, "figure_seeds": 2,
+        "utility_patients": 6, "utility_images_per_patient": 3, "a1_fit_visits": 2, "figure_rows": 2, "figure_seeds": 2,
         "explain_images": 2, "utility": {"steps": 3}, "a1": {"steps": 3}, "a2": {"steps": 3}, "a3": {"steps": 3},
         "localiser": {"steps": 3}})
     metrics = evaluate(tiny_model, tmp_path, cfg, progress=False)
