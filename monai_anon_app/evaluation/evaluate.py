@@ -328,7 +328,7 @@ def evaluate(model_dir: str | Path, out_dir: str | Path, cfg: EvalConfig | None 
     # -- synthetic identities ----------------------------------------------------------------------
     metrics["synthetic_identities"] = {
         **synthetic_identity_matches(a2.embed(anonymized), judges.gallery, train_emb, judges.tau,
-                                cfg.search_false_match_rate),
+                                     cfg.search_false_match_rate),
         "model_space_nearest_training_distance_median": float(np.median([d[0] for d in id_dists])),
         "model_space_novelty_threshold": anon.threshold}
     metrics["targets"] = _check_targets(metrics)

@@ -12,6 +12,7 @@ __all__ = [
     "accuracy",
     "change_inside",
     "eer_threshold",
+    "embedding_spread",
     "mean_ssim",
     "roc_auc",
     "synthetic_identity_matches",
@@ -79,11 +80,6 @@ def synthetic_identity_matches(synthetic: np.ndarray, real: np.ndarray, training
     """
     synthetic_nearest, real_nearest = (synthetic @ training.T).max(1), (real @ training.T).max(1)
     search = float(np.quantile(real_nearest, 1.0 - false_match_rate))
-
-    def spread(e: np.ndarray) -> float:
-        sim = e @ e.T
-        return float(1 - sim[np.triu_indices(len(e), 1)].mean())
-
     out = {}
     for name, threshold in (("", tau), ("search_", search)):
         synthetic_rate = float((synthetic_nearest >= threshold).mean())
@@ -93,4 +89,10 @@ def synthetic_identity_matches(synthetic: np.ndarray, real: np.ndarray, training
     return {**out, "search_threshold": search,
             "nearest_training_similarity_median_synthetic": float(np.median(synthetic_nearest)),
             "nearest_training_similarity_median_real": float(np.median(real_nearest)),
-            "diversity_synthetic": spread(synthetic), "diversity_real": spread(real)}
+            "diversity_synthetic": embedding_spread(synthetic), "diversity_real": embedding_spread(real)}
+
+
+def embedding_spread(embeddings: np.ndarray) -> float:
+    """Diversity of unit-norm ``embeddings (N, E)``: one minus the mean cosine similarity of distinct pairs."""
+    sim = embeddings @ embeddings.T
+    return float(1 - sim[np.triu_indices(len(embeddings), 1)].mean())
