@@ -76,8 +76,10 @@ CEILINGS = {
     "counterfactuals.change_inside_region": "ceilings.oracle_counterfactuals.change_inside_region",
 }
 
-#: files whose code decides the figures (hashed into ``metrics.json``)
-_CODE = (Path(__file__).parent, Path(__file__).parents[1] / "data" / "phantoms.py")
+#: files whose code decides the figures (hashed into ``metrics.json``): the evaluation, the phantom renderer, and
+#: the networks and inference that turn the weights into images (a counterfactual's rendering changes its figures)
+_PACKAGE = Path(__file__).parents[1]
+_CODE = (Path(__file__).parent, _PACKAGE / "data" / "phantoms.py", _PACKAGE / "inference", _PACKAGE / "networks")
 
 
 @dataclass
@@ -122,7 +124,7 @@ class EvalConfig:
 
 
 def code_checksum() -> str:
-    """SHA-256 over the evaluation code and the phantom renderer (what decides the figures)."""
+    """SHA-256 over the code that decides the figures (see ``_CODE``)."""
     h = hashlib.sha256()
     files = sorted(p for root in _CODE for p in ([root] if root.is_file() else root.glob("*.py")))
     for p in files:

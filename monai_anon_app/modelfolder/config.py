@@ -36,6 +36,9 @@ class LossWeights:
     finding_focus: float = 10.0
     #: supervision of the drawn finding mask by the data's masks (ignored when the data has none)
     mask: float = 1.0
+    #: the same supervision of the medical vector's own mask, before the lung gate: without it the mask may
+    #: carry anatomy where the gate hides it from the reconstruction, and an identity swap lets it through
+    medical_mask: float = 0.0
     medical: float = 0.2
     identity: float = 0.2
     contrastive: float = 0.2
@@ -46,7 +49,11 @@ class LossWeights:
     judge: float = 0.5
     adversarial: float = 0.02
     finding_sparsity: float = 0.05
+    #: adversaries that look for the finding in the identity map and the other vector
     leakage: float = 0.1
+    #: adversaries that learn to tell patients apart by the medical and by the other vector, which an
+    #: anonymized image keeps (0: none)
+    identity_leakage: float = 0.0
 
 
 @dataclass

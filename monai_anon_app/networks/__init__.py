@@ -16,7 +16,7 @@ from monai_anon_app.networks.heads import (
     GridClassifier,
     IdentityVAE,
     MaskClassifier,
-    MedicalHead,
+    MLPHead,
     make_discriminator,
 )
 from monai_anon_app.networks.model import DisentanglementModel
@@ -31,8 +31,8 @@ __all__ = [
     "GridClassifier",
     "IdentityProjector",
     "IdentityVAE",
+    "MLPHead",
     "MaskClassifier",
-    "MedicalHead",
     "PoseHead",
     "Rendering",
     "cosine_distance",

@@ -294,11 +294,14 @@ class GridDecoder(nn.Module):
 @dataclass
 class Rendering:
     """What the generator drew: the ``image (B, 1, S, …)`` and, in the image frame, the finding layer
-    ``finding (B, 1, S, …)`` (intensity it added) and its soft ``mask (B, 1, S, …)`` in ``[0, 1]``."""
+    ``finding (B, 1, S, …)`` (intensity it added), its soft ``mask (B, 1, S, …)`` in ``[0, 1]``, and the
+    medical vector's mask before the lung gate, ``medical_mask (B, 1, S, …)`` (what the gate hides there is
+    not drawn on this identity but would be on another's)."""
 
     image: torch.Tensor
     finding: torch.Tensor
     mask: torch.Tensor
+    medical_mask: torch.Tensor
 
 
 class Generator(nn.Module):
@@ -327,7 +330,8 @@ class Generator(nn.Module):
         b = f.identity.shape[0]
         anatomy, lung_logits = self.anatomy(f.identity.view(b, *self.grid)).split(1, 1)
         mask, appearance = split_medical(f.medical, self.cfg)
-        gated = self.upsample(mask) * torch.sigmoid(lung_logits)
+        mask = self.upsample(mask)
+        gated = mask * torch.sigmoid(lung_logits)
         amplitude = F.softplus(self.amplitude(appearance)).view(-1, *([1] * (gated.dim() - 1)))
         theta = self.pose(f.other)
         canonical = self.pose.warp(anatomy + amplitude * gated, theta)
@@ -336,7 +340,7 @@ class Generator(nn.Module):
         positive = F.softplus(canonical, beta=20) + 1e-4
         out = (1 + gain).view(view) * positive ** torch.exp(log_gamma).view(view) + bias.view(view)
         image_mask = self.pose.warp(gated, theta)
-        return Rendering(out, amplitude * image_mask, image_mask)
+        return Rendering(out, amplitude * image_mask, image_mask, self.pose.warp(mask, theta))
 
     def forward(self, f: Features) -> torch.Tensor:
         return self.render(f).image

@@ -10,16 +10,16 @@ from torch import nn
 
 from monai_anon_app.networks.disentangler import DisentanglerConfig, split_medical
 
-__all__ = ["CosineClassifier", "GridClassifier", "IdentityVAE", "MaskClassifier", "MedicalHead", "make_discriminator"]
+__all__ = ["CosineClassifier", "GridClassifier", "IdentityVAE", "MLPHead", "MaskClassifier", "make_discriminator"]
 
 
-class MedicalHead(nn.Module):
-    """``(B, F) -> (B, n_classes)`` logits of the finding: the medical head on the medical vector, and
-    the leakage adversaries that look for the finding in vectors that must not carry it."""
+class MLPHead(nn.Module):
+    """``(B, F) -> (B, out_features)``, one hidden layer: the leakage adversaries on vectors (finding logits
+    from the other vector; a patient embedding from the medical and the other vector)."""
 
-    def __init__(self, in_features: int, n_classes: int, hidden: int = 64) -> None:
+    def __init__(self, in_features: int, out_features: int, hidden: int = 64) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, n_classes))
+        self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, out_features))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.net(features)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from monai_anon_app.networks.disentangler import DisentanglerConfig, Encoder, Generator, IdentityProjector
-from monai_anon_app.networks.heads import CosineClassifier, GridClassifier, MaskClassifier, MedicalHead
+from monai_anon_app.networks.heads import CosineClassifier, GridClassifier, MaskClassifier, MLPHead
 
 __all__ = ["DisentanglementModel"]
 
@@ -26,7 +26,7 @@ class DisentanglementModel(nn.Module):
         self.identity_head = CosineClassifier(cfg.identity_embedding_dim, n_patients)
         # adversaries that look for the finding where it must not be (identity map, other vector)
         self.finding_in_identity = GridClassifier(cfg.spatial_dims, cfg.identity_channels, n_classes)
-        self.finding_in_other = MedicalHead(cfg.other_dim, n_classes)
+        self.finding_in_other = MLPHead(cfg.other_dim, n_classes)
 
     def identity_embedding(self, identity: torch.Tensor) -> torch.Tensor:
         """``(B, I)`` identity vectors -> ``(B, E)`` embeddings (the space of every identity distance)."""

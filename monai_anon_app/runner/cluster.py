@@ -147,6 +147,8 @@ def process_files_on_dask(pairs: Sequence[tuple[str, Path]], factory: Callable[[
                     bar.update(len(chunk))
                 bar.close()
             finally:
+                if journal is not None:
+                    journal.sync()
                 with suppress(OSError, TimeoutError, RuntimeError):  # a cluster already gone holds no plugin
                     client.unregister_worker_plugin(plugin)
     summary: Summary = Summary()

@@ -19,7 +19,7 @@ from torch.func import functional_call
 from monai_anon_app.data.datasets import ImageSet, PatientBatchSampler
 from monai_anon_app.data.transforms import jitter
 from monai_anon_app.modelfolder.config import TrainConfig
-from monai_anon_app.networks import DisentanglementModel, make_discriminator, split_medical
+from monai_anon_app.networks import DisentanglementModel, MLPHead, make_discriminator, split_medical
 from monai_anon_app.training.distributed import (
     Ranks,
     all_gather_objects,
@@ -92,7 +92,11 @@ class DisentanglerTrainer:
                       if cfg.use_masks and data.masks is not None else None)
         self.model = DisentanglementModel(cfg.model, len(cfg.classes), len(self.patients)).to(self.device)
         self.disc = make_discriminator(cfg.model.spatial_dims).to(self.device)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+        # training-only adversaries (not part of the published model): patient embeddings of the kept slots
+        self.identity_adversaries = (identity_adversaries(cfg).to(self.device) if cfg.weights.identity_leakage > 0
+                                     else torch.nn.ModuleDict())
+        self.trainable = [*self.model.parameters(), *self.identity_adversaries.parameters()]
+        self.opt = torch.optim.Adam(self.trainable, lr=cfg.lr, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr_discriminator, betas=(0.5, 0.999))
         self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=cfg.lr, total_steps=max(cfg.steps, 2),
                                                          pct_start=0.05, anneal_strategy="cos")
@@ -112,6 +116,7 @@ class DisentanglerTrainer:
                 broadcast_module(self.judge)
                 broadcast_module(self.model)
                 broadcast_module(self.disc)
+                broadcast_module(self.identity_adversaries)
         self._trace = Path(os.environ[TRACE_ENV]) if os.environ.get(TRACE_ENV) else None
 
     # -- checkpoints ------------------------------------------------------------------------------
@@ -127,6 +132,7 @@ class DisentanglerTrainer:
         self.model.load_state_dict(state["model"])
         self.judge.load_state_dict(state["judge"])
         self.disc.load_state_dict(state["disc"])
+        self.identity_adversaries.load_state_dict(state.get("identity_adversaries", {}))
         self.opt.load_state_dict(state["opt"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.sched.load_state_dict(state["sched"])
@@ -145,7 +151,7 @@ class DisentanglerTrainer:
             return
         state = {
             "model": self.model.state_dict(), "judge": self.judge.state_dict(), "disc": self.disc.state_dict(),
-            "opt": self.opt.state_dict(),
+            "identity_adversaries": self.identity_adversaries.state_dict(), "opt": self.opt.state_dict(),
             "opt_d": self.opt_d.state_dict(), "sched": self.sched.state_dict(),
             "sampler_rng": self.sampler.rng.bit_generator.state, **rng, "step": self.step,
             "world_size": self.ranks.world,
@@ -210,6 +216,11 @@ class DisentanglerTrainer:
         }
         if oracle is not None:
             losses["mask"] = mask_loss(drawn.mask, oracle)
+            if w.medical_mask > 0:
+                losses["medical_mask"] = mask_loss(drawn.medical_mask, oracle)
+        if len(self.identity_adversaries):
+            losses["id_leak"] = sum(identity_leakage_loss(adversary, getattr(f, slot), p)
+                                    for slot, adversary in self.identity_adversaries.items())
         swap_on = self.step >= cfg.swap_start
         if swap_on:
             ramp = min(1.0, (self.step - cfg.swap_start + 1) / max(1, cfg.swap_ramp))
@@ -234,7 +245,9 @@ class DisentanglerTrainer:
                  + w.identity * losses["id"] + w.contrastive * losses["con"]
                  + w.finding_sparsity * losses["sparse"] + w.leakage * losses["leak"])
         if oracle is not None:
-            total = total + w.mask * losses["mask"]
+            total = total + w.mask * losses["mask"] + w.medical_mask * losses.get("medical_mask", 0.0)
+        if "id_leak" in losses:
+            total = total + w.identity_leakage * losses["id_leak"]
         if adv_on:
             total = total + w.adversarial * losses["adv"]
         if swap_on:
@@ -242,8 +255,8 @@ class DisentanglerTrainer:
         self.opt.zero_grad(set_to_none=True)
         total.backward()
         if self.ranks.distributed:
-            average_gradients(m.parameters(), self.sampler.fraction)
-        torch.nn.utils.clip_grad_norm_(m.parameters(), 5.0)
+            average_gradients(self.trainable, self.sampler.fraction)
+        torch.nn.utils.clip_grad_norm_(self.trainable, 5.0)
         self.opt.step()
         self.sched.step()
         if adv_on or (w.adversarial > 0 and self.step >= cfg.adversarial_start - 100):
@@ -324,6 +337,28 @@ def leakage_loss(adversary: torch.nn.Module, features: torch.Tensor, y: torch.Te
     frozen = {k: v.detach() for k, v in adversary.named_parameters()}
     logits = functional_call(adversary, frozen, (features,))
     uniform = -F.log_softmax(logits, 1).mean(1).mean() - torch.log(torch.tensor(float(logits.shape[1])))
+    return fit + uniform
+
+
+def identity_adversaries(cfg: TrainConfig, embedding_dim: int = 32) -> torch.nn.ModuleDict:
+    """One patient-embedding adversary per slot an anonymized image keeps: ``medical`` and ``other``."""
+    return torch.nn.ModuleDict({"medical": MLPHead(cfg.model.medical_dim, embedding_dim, hidden=128),
+                                "other": MLPHead(cfg.model.other_dim, embedding_dim)})
+
+
+def identity_leakage_loss(adversary: torch.nn.Module, features: torch.Tensor, patients: torch.Tensor,
+                          temperature: float = 0.1) -> torch.Tensor:
+    """The adversary learns to embed ``features (B, F)`` (detached) so that images of a patient lie together
+    (:func:`supervised_contrastive`, ``patients (B,)``); the encoder, through a frozen copy, learns to make
+    every other image of the batch equally similar to each one (a uniform softmax over the batch), so that
+    nothing in ``features`` tells one patient from another. Needs several images per patient in a batch."""
+    fit = supervised_contrastive(adversary(features.detach()), patients, temperature)
+    frozen = {k: v.detach() for k, v in adversary.named_parameters()}
+    z = F.normalize(functional_call(adversary, frozen, (features,)), dim=1)
+    n = z.shape[0]
+    others = ~torch.eye(n, dtype=torch.bool, device=z.device)
+    log_prob = F.log_softmax((z @ z.t() / temperature).masked_fill(~others, -1e9), 1)
+    uniform = -log_prob[others].mean() - torch.log(torch.tensor(float(max(n - 1, 1))))
     return fit + uniform
 
 

@@ -19,7 +19,7 @@ import pytest
 from distributed import Client
 
 from monai_anon_app.imageio.images import PARTIAL_PREFIX
-from monai_anon_app.runner.journal import JOURNAL_NAME
+from monai_anon_app.runner.journal import JOURNAL_NAME, Journal
 
 KEY = ["--key", "dask-test-key-0123"]
 DASK = Path(sys.executable).with_name("dask")
@@ -236,3 +236,22 @@ def test_an_unknown_counterfactual_class_stops_before_any_file(cohort, tiny_mode
                    "--no-progress", "--workers", 1)
     assert r.returncode == 2 and "unknown class 'fracture'" in r.stderr, r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_journal_is_readable_at_once_and_forced_to_disk_at_most_every_interval(tmp_path, monkeypatch):
+    """Every record reaches the operating system at once (what a killed client's restart reads); ``fsync``
+    (which on ext4 also writes out every output file written before it) runs only once ``sync_every``
+    seconds have passed, and at the end of a run."""
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    journal = Journal(tmp_path, b"journal-test-key", "fingerprint", sync_every=3600)
+    journal.record([("a" * 64, "done", ""), ("b" * 64, "skipped", "not DICOM"), ("c" * 64, "failed", "x")])
+    assert synced == []
+    assert Journal(tmp_path, b"journal-test-key", "fingerprint").finished() == {
+        "a" * 64: ("done", ""), "b" * 64: ("skipped", "not DICOM")}
+    journal.sync()
+    assert len(synced) == 1
+    journal.sync_every = 0
+    journal.record([("d" * 64, "done", "")])
+    assert len(synced) == 2

@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from monai_anon_app.data.phantoms import Cohort
+from monai_anon_app.data.transforms import from_model
 from monai_anon_app.errors import InputError, ModelError
 from monai_anon_app.inference import Anonymizer
+from monai_anon_app.inference.anonymizer import redraw_weight
 
 
 @pytest.fixture(scope="module")
@@ -135,10 +137,27 @@ def test_residual_mode_adds_the_change_to_the_original(anonymizer, image):
     full = anonymizer.counterfactual(image, target="nodule", mode="full")
     residual = anonymizer.counterfactual(image, target="nodule", mode="residual")
     assert full.image.shape == residual.image.shape == image.shape
-    # residual mode keeps the original's fine detail: its error to the original is the model's change only
+    # residual mode keeps the original's fine detail: its error to the original is the model's change only,
+    # except inside the source's own finding, where the model's image is taken
     rec = anonymizer.reconstruct(image)
-    expected = image + (full.image - rec)
+    weight = from_model(redraw_weight(anonymizer.render_model(anonymizer.encode(image)).mask)[0],
+                        0.0, 1.0, image.shape)
+    expected = image + (full.image - rec) - weight * (image - rec)
     assert np.allclose(residual.image, expected, atol=1e-2 * (image.max() - image.min()))
+    # anonymization keeps the finding: its residual mode is the plain sum
+    anonymized = anonymizer.anonymize(image, seed=4, mode="full").image
+    plain = image + (anonymized - rec)
+    assert np.allclose(anonymizer.anonymize(image, seed=4, mode="residual").image, plain,
+                       atol=1e-2 * (image.max() - image.min()))
+
+
+def test_the_redraw_weight_covers_the_finding_and_one_pixel_around_it():
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[0, 0, 3, 3], mask[0, 0, 6, 6] = 0.6, 0.2
+    weight = redraw_weight(mask)[0, 0]
+    assert torch.all(weight[2:5, 2:5] == 1.0)  # at full weight within a pixel of a cell at 0.5 or more
+    assert torch.allclose(weight[5:8, 5:8], torch.tensor(0.4))  # a faint cell: a partial blend
+    assert float(weight[0, 7]) == 0.0 and float(weight[:2].sum()) == 0.0
 
 
 def test_counterfactual_towards_a_reference_image(anonymizer, image):

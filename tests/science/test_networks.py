@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from monai_anon_app.modelfolder.config import FindingJudgeConfig
-from monai_anon_app.networks import DisentanglementModel, DisentanglerConfig, Features, IdentityVAE, PoseHead
+from monai_anon_app.networks import DisentanglementModel, DisentanglerConfig, Features, IdentityVAE, MLPHead, PoseHead
 from monai_anon_app.training.finding_judge import freeze, make_finding_judge
 from monai_anon_app.training.losses import (
     mask_loss,
@@ -16,7 +16,7 @@ from monai_anon_app.training.losses import (
     swap_targets,
     weighted_l1,
 )
-from monai_anon_app.training.trainer import leakage_loss
+from monai_anon_app.training.trainer import identity_leakage_loss, leakage_loss
 
 
 @pytest.mark.parametrize("size", [64, 128])
@@ -86,6 +86,24 @@ def test_an_identity_swap_keeps_the_finding_layer_in_place():
     assert torch.equal(own > 0, swapped > 0)
 
 
+def test_the_medical_mask_is_what_the_medical_vector_holds_before_the_lung_gate():
+    """``medical_mask`` shows the mask's cells even where the lung gate hides them from the drawn ``mask``
+    (what an identity swap with other lungs would let through)."""
+    m, cfg = _model(2)
+    with torch.no_grad():
+        f = m.encoder(torch.rand(2, 1, 64, 64))
+        f = _with_mask(f.replace(other=torch.zeros_like(f.other)), cfg, [(6, 6)])
+        open_gate = m.generator.render(f)
+        m.generator.anatomy.blocks[-1].conv.bias[1].fill_(-60.0)  # lung field logits: the gate shuts
+        shut = m.generator.render(f)
+    cell = 64 // cfg.finding_mask_size
+    centre = (slice(None), 0, 6 * cell + cell // 2, 6 * cell + cell // 2)
+    assert float(open_gate.medical_mask[centre].min()) > 0.5  # (one cell, bilinearly upsampled)
+    assert torch.all(open_gate.mask <= open_gate.medical_mask + 1e-6)
+    assert float(shut.mask.max()) < 1e-3
+    torch.testing.assert_close(shut.medical_mask, open_gate.medical_mask)
+
+
 def test_the_pose_is_rigid_with_bounded_isotropic_scale():
     """No shear and no anisotropic scale: body shape cannot ride in the other vector."""
     cfg = DisentanglerConfig(other_dim=8)
@@ -123,6 +141,34 @@ def test_leakage_loss_fits_the_adversary_and_pushes_features_towards_uniform():
 
     with torch.no_grad():
         assert confidence(adversary(moved)) < confidence(adversary(features))
+
+
+def test_identity_leakage_loss_fits_the_adversary_and_makes_patients_indistinct():
+    """The adversary's weights descend its contrastive fit; the features' gradient brings the patients it
+    told apart closer together (in its frozen embedding), rather than inverting what tells them apart."""
+    torch.manual_seed(0)
+    adversary = MLPHead(4, 8, hidden=16)
+    patients = torch.arange(4).repeat_interleave(3)
+    features = (torch.nn.functional.one_hot(patients, 4).float() @ torch.randn(4, 4) * 2
+                + 0.1 * torch.randn(12, 4)).requires_grad_(True)
+    identity_leakage_loss(adversary, features, patients).backward()
+    fit_before = supervised_contrastive(adversary(features.detach()), patients)
+    stepped = MLPHead(4, 8, hidden=16)
+    with torch.no_grad():
+        for mine, theirs in zip(stepped.parameters(), adversary.parameters(), strict=True):
+            mine.copy_(theirs - 0.05 * theirs.grad)
+        moved = features - 0.5 * features.grad
+    assert supervised_contrastive(stepped(features.detach()), patients) < fit_before
+
+    def separation(x):  # mean cosine similarity to the same patient's images minus to the others'
+        z = torch.nn.functional.normalize(adversary(x), dim=1)
+        sim = z @ z.t()
+        same = patients[:, None] == patients[None, :]
+        off = ~torch.eye(12, dtype=torch.bool)
+        return sim[same & off].mean() - sim[~same].mean()
+
+    with torch.no_grad():
+        assert separation(moved) < separation(features) - 0.01
 
 
 def test_a_frozen_judge_passes_gradients_to_images_not_to_itself():

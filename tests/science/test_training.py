@@ -80,6 +80,30 @@ def test_masks_supervise_training_when_the_data_has_them(tmp_path):
     assert "mask" not in losses and "sparse" in losses
 
 
+def test_identity_adversaries_train_resume_and_stay_out_of_the_published_model(tmp_path):
+    """With ``identity_leakage`` the trainer fits patient-embedding adversaries on the medical and the other
+    vector (their weights move and resume from the checkpoint) without adding them to the model's weights;
+    ``medical_mask`` supervises the mask before the lung gate."""
+    cfg = load_config(TINY_CONFIG, steps=2)
+    assert (cfg.weights.identity_leakage, cfg.weights.medical_mask) == (0.1, 1.0)
+    data = load_training_data(cfg)
+    first = DisentanglerTrainer(cfg, data, tmp_path)
+    start = {k: v.clone() for k, v in first.identity_adversaries.state_dict().items()}
+    assert sorted(first.identity_adversaries) == ["medical", "other"]
+    losses = first.train_step()
+    assert {"id_leak", "medical_mask"} <= set(losses)
+    trained = first.identity_adversaries.state_dict()
+    assert any(not torch.equal(start[k], trained[k]) for k in start)
+    first.save_checkpoint()
+    resumed = DisentanglerTrainer(cfg, data, tmp_path)
+    for k, v in trained.items():
+        assert torch.equal(resumed.identity_adversaries.state_dict()[k], v)
+    assert not any("adversar" in k for k in first.model.state_dict())
+    cfg.weights.identity_leakage = 0.0
+    off = DisentanglerTrainer(cfg, data, tmp_path / "off")
+    assert len(off.identity_adversaries) == 0 and "id_leak" not in off.train_step()
+
+
 def test_a_mask_column_in_labels_csv_is_read(tmp_path):
     cohort = Cohort(2, 2, seed=13)
     write_cohort(tmp_path, cohort, 64, "png", progress=False)
