@@ -170,7 +170,7 @@ class DisentanglerTrainer:
         same.fill_diagonal_(0)
         has = same.sum(1) > 0
         # the next same-patient image in batch order, cyclically
-        order = torch.arange(len(p))
+        order = torch.arange(len(p), device=p.device)
         dist = (order[None, :] - order[:, None]) % len(p)
         dist = torch.where(same > 0, dist, torch.full_like(dist, len(p) + 1))
         return torch.where(has, dist.argmin(1), order)

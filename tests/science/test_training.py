@@ -104,6 +104,16 @@ def test_identity_adversaries_train_resume_and_stay_out_of_the_published_model(t
     assert len(off.identity_adversaries) == 0 and "id_leak" not in off.train_step()
 
 
+def test_cross_visit_partners_stay_on_the_batch_device():
+    """Each image's partner is another visit of its patient (itself when it has none), computed on the device
+    of the patient indices: a tensor made on the CPU beside a GPU batch stops a NCCL rank (the meta device,
+    which holds no data, stands in for the GPU here)."""
+    p = torch.tensor([0, 0, 1, 2, 2, 2])
+    partners = DisentanglerTrainer._partners(p)
+    assert partners.tolist() == [1, 0, 2, 4, 5, 3]
+    assert DisentanglerTrainer._partners(p.to("meta")).device.type == "meta"
+
+
 def test_a_mask_column_in_labels_csv_is_read(tmp_path):
     cohort = Cohort(2, 2, seed=13)
     write_cohort(tmp_path, cohort, 64, "png", progress=False)
