@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from monai_anon_app.training.launch import loopback_interface
 from monai_anon_app.training.trainer import CHECKPOINT, TRACE_ENV, DisentanglerTrainer
 
 TINY_CONFIG = Path(__file__).resolve().parents[2] / "monai_anon_app" / "training" / "configs" / "tiny.yaml"
-STEPS = 8
+STEPS = 16
 
 
 def cli(*args: object, trace: Path | None = None, env: dict[str, str] | None = None, **popen) -> subprocess.Popen:
@@ -41,6 +42,15 @@ def cli(*args: object, trace: Path | None = None, env: dict[str, str] | None = N
     env = {**(os.environ if env is None else env), **({TRACE_ENV: str(trace)} if trace else {})}
     return subprocess.Popen([sys.executable, "-m", "monai_anon_app.cli", *map(str, args)], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+def wait_for(proc: subprocess.Popen, ready: Callable[[], bool], what: str, timeout: float = 240) -> None:
+    """Poll ``ready`` every 10 ms until it holds; fail if ``proc`` ends or ``timeout`` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"no {what} within {timeout:.0f} s"
+        time.sleep(0.01)
 
 
 def listening(procs: list[psutil.Process]) -> dict[int, list[str]]:
@@ -77,21 +87,20 @@ def test_two_ranks_train_resume_and_publish_a_model_the_cli_uses(config, tmp_pat
     cfg = load_config(config)
     train_cmd = ("train", out, "--config", config, "--nproc", "2", "--no-progress")
 
-    # 1. interrupted (Ctrl-C) once the first checkpoint is written: torchrun and both ranks end with it. Meanwhile
-    # every socket of the run listens on loopback only, even with gloo pointed at another interface
+    # 1. interrupted (Ctrl-C) as soon as the first checkpoint is written: torchrun and both ranks end with it.
+    # While the first steps run, every socket of the run listens on loopback only, even with gloo pointed at
+    # another interface. (Ctrl-C goes out the moment the checkpoint appears, with STEPS - 2 steps still to run:
+    # on a loaded machine, checking the sockets in between let the run finish first.)
     other = other_interface()
     first = cli(*train_cmd, trace=tmp_path / "trace1", env={**os.environ, **({"GLOO_SOCKET_IFNAME": other} if other
                                                                             else {})})
-    deadline = time.monotonic() + 240
-    while not (out / CHECKPOINT).is_file():
-        assert first.poll() is None, first.communicate()
-        assert time.monotonic() < deadline, "no checkpoint within 240 s"
-        time.sleep(0.05)
+    wait_for(first, lambda: all((tmp_path / "trace1" / f"rank{r}.jsonl").is_file() for r in (0, 1)), "a first step")
     children = psutil.Process(first.pid).children(recursive=True)
     assert len(children) >= 3  # torchrun and its two workers
     sockets = listening([psutil.Process(first.pid), *children])
     assert sum(map(len, sockets.values())) >= 3, sockets  # torchrun's store, one gloo listener a rank
     assert all(a.rsplit(":", 1)[0] in ("127.0.0.1", "::1") for addrs in sockets.values() for a in addrs), sockets
+    wait_for(first, (out / CHECKPOINT).is_file, "a checkpoint")
     first.send_signal(signal.SIGINT)
     _, err = first.communicate(timeout=120)
     assert first.returncode == 130, err[-3000:]
